@@ -1,0 +1,122 @@
+"""The LightningModule: wraps the CNN with the loss, the optimiser and schedule, and the metrics."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from downsample_lab.models import build_model
+from downsample_lab.models.summary import count_params, forward_flops
+
+
+class Classifier(L.LightningModule):
+    """CIFAR-10 classifier around :class:`~downsample_lab.models.DownsampleCNN`.
+
+    Args:
+        model: the ``model`` config group as a plain dict (saved in checkpoints, so ``eval`` can rebuild it).
+        optim: the ``optim`` config group as a plain dict.
+
+    Logs ``train/loss``, ``train/acc``, ``train/lr``, ``val/loss``, ``val/acc``, ``val/acc_best``,
+    ``test/loss``, ``test/acc``, ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
+    over all processes by torchmetrics, so under DDP they cover the whole validation and test sets.
+    """
+
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_model(model)
+        self.n_params = count_params(self.net)
+        self.flops_per_image = forward_flops(self.net)
+        if model["channels_last"]:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if model["compile"]:
+            self.net.compile()  # in place: state_dict keys stay those of the plain model
+        metrics = {}
+        for stage in ("train", "val", "test"):
+            metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes=10, average="micro")
+        for stage in ("val", "test"):
+            metrics[f"{stage}_loss"] = MeanMetric()
+        self.metrics = torch.nn.ModuleDict(metrics)
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of normalised images."""
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        smoothing = self.hparams.optim["label_smoothing"] if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        acc = self.metrics[f"{stage}_acc"]
+        acc.update(logits.detach(), labels)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        else:
+            self.metrics[f"{stage}_loss"].update(loss.detach(), weight=len(labels))
+            self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], on_step=False, on_epoch=True)
+        return loss
+
+    def on_fit_start(self) -> None:
+        # Model cost as scalars, so TensorBoard's HParams tab and the report can show them beside accuracy.
+        if self.logger is not None:
+            self.logger.log_metrics({"model/params": self.n_params, "model/flops_per_image": self.flops_per_image}, 0)
+
+    def on_train_start(self) -> None:
+        # The sanity check fed val metrics; the best-so-far must start from real epochs only.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best.update(self.metrics["val_acc"].compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD (Nesterov) or AdamW; weight decay on conv and linear weights only, not on BatchNorm or biases."""
+        cfg = self.hparams.optim
+        decay = [p for p in self.net.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
+        groups = [
+            {"params": decay, "weight_decay": cfg["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if cfg["name"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(cfg["warmup"] * total))
+        if cfg["schedule"] == "onecycle":
+            # Linear up to lr over the warm-up, linear down to ~0; momentum left as configured.
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=cfg["lr"], total_steps=total, pct_start=min(max(cfg["warmup"], 1e-3), 0.999),
+                anneal_strategy="linear", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
+            )  # fmt: skip
+        elif cfg["schedule"] == "cosine":
+            def lr_lambda(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        else:
+            sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,219 @@
+"""The config schema and its validation: every key a user can set, its type, and what values are valid.
+
+The YAML files under ``configs/`` hold the values (one visible place for every default); the dataclasses here
+hold the types. :func:`validate` merges the two before any data is loaded or any model is built, so a typo'd
+key, a wrong type or an impossible value stops the run at once with one sentence naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from downsample_lab.data import SOURCES
+from downsample_lab.errors import ConfigError
+from downsample_lab.models import DOWNSAMPLE_NAMES
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+
+
+def config_dir() -> Path:
+    """Where the YAML configs live: inside the package for a wheel install, ``./configs`` for an editable one."""
+    packaged = Path(__file__).parent / "configs"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class ModelConfig:
+    downsample: str = MISSING
+    kernel_size: int = MISSING
+    widths: list[int] = MISSING
+    blocks: int = MISSING
+    dropout: float = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
+
+
+@dataclass
+class DataConfig:
+    source: str = MISSING
+    root: str = MISSING
+    cache_dir: str | None = MISSING
+    download: bool = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    val_size: int = MISSING
+    split_seed: int = MISSING
+    train_subset: int | None = MISSING
+    augment: bool = MISSING
+    on_device: bool | None = MISSING
+    synthetic_train_size: int = MISSING
+    synthetic_test_size: int = MISSING
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+    betas: list[float] = MISSING
+    weight_decay: float = MISSING
+    label_smoothing: float = MISSING
+    schedule: str = MISSING
+    warmup: float = MISSING
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``lightning.Trainer`` as keyword arguments (``precision: auto`` is resolved first)."""
+
+    accelerator: str = MISSING
+    devices: Any = MISSING  # an int, a list of device indices, or "auto"
+    num_nodes: int = MISSING
+    strategy: str = MISSING
+    precision: str = MISSING
+    max_epochs: int = MISSING
+    deterministic: bool = MISSING
+    log_every_n_steps: int = MISSING
+    check_val_every_n_epoch: int = MISSING
+    fast_dev_run: Any = MISSING  # bool or a number of batches
+    limit_train_batches: Any = MISSING  # null, a fraction (float) or a number of batches (int)
+    limit_val_batches: Any = MISSING
+    limit_test_batches: Any = MISSING
+    gradient_clip_val: float | None = MISSING
+    enable_progress_bar: bool = MISSING
+
+
+@dataclass
+class TrainConfig:
+    seed: int = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class ShapesConfig:
+    input_size: list[int] = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+@dataclass
+class EvalConfig:
+    seed: int = MISSING
+    ckpt_path: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def _schema_error(err: OmegaConfBaseException, schema: type) -> ConfigError:
+    key = err.full_key or "?"
+    if isinstance(err, ConfigKeyError):
+        parent = key.rsplit(".", 1)[0] if "." in key else None
+        node = OmegaConf.structured(schema)
+        valid = OmegaConf.select(node, parent) if parent else node
+        names = ", ".join(valid.keys()) if isinstance(valid, DictConfig) else ""
+        where = f"the {parent} group" if parent else "the top level"
+        return ConfigError(f"{key} is not a config key; {where} has: {names}")
+    if isinstance(err, MissingMandatoryValue):
+        return ConfigError(f"{key} has no value; set it, e.g. {key}=<value>")
+    if isinstance(err, ValidationError):
+        return ConfigError(f"{key}={err.value!r} has the wrong type; {str(err.msg).splitlines()[0]}")
+    return ConfigError(f"{key}: {str(err.msg).splitlines()[0]}")
+
+
+def _check(ok: bool, key: str, value: Any, valid: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not valid; {valid}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, f"choose one of {', '.join(choices)}")
+
+
+def _check_model(m: DictConfig) -> None:
+    _check_choice("model.downsample", m.downsample, DOWNSAMPLE_NAMES)
+    k = m.kernel_size
+    _check(k > 0 and k % 2 == 1, "model.kernel_size", k, "use an odd positive size (3, 5 or 7) so padding k//2 keeps H and W")
+    _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
+           "give one positive width per stage, e.g. [64,128,256]")  # fmt: skip
+    _check(m.blocks >= 1, "model.blocks", m.blocks, "use at least 1 conv block per stage")
+    _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
+
+
+def _check_data(d: DictConfig) -> None:
+    _check_choice("data.source", d.source, SOURCES)
+    for key in ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_test_size"):
+        _check(d[key] > 0, f"data.{key}", d[key], "use a positive number")
+    _check(d.val_size >= 0, "data.val_size", d.val_size, "use 0 (validate on the test set) or a positive count")
+    _check(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
+           "use null (all training images) or a positive count")  # fmt: skip
+    if d.source == "folder" and not Path(os.path.expanduser(d.root)).is_dir():
+        raise ConfigError(
+            f"data.root={d.root!r} is not a folder; with data.source=folder it must hold train/ and test/ "
+            "class folders (see the README, 'Use a local copy of CIFAR-10')"
+        )
+
+
+def _check_optim(o: DictConfig) -> None:
+    _check_choice("optim.name", o.name, OPTIMIZERS)
+    _check_choice("optim.schedule", o.schedule, SCHEDULES)
+    _check(o.lr > 0, "optim.lr", o.lr, "use a positive learning rate")
+    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "use a value in [0, 1)")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas),
+           "give two values in [0, 1), e.g. [0.9,0.999]")  # fmt: skip
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "use 0 or a positive value")
+    _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing, "use a value in [0, 1)")
+    _check(0 <= o.warmup < 1, "optim.warmup", o.warmup, "use a fraction of the training steps in [0, 1)")
+    _check(not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "Nesterov needs optim.momentum > 0")
+
+
+def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
+    _check_choice("trainer.accelerator", t.accelerator, ACCELERATORS)
+    _check_choice("trainer.strategy", t.strategy, STRATEGIES)
+    _check_choice("trainer.precision", t.precision, PRECISIONS)
+    _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "use at least 1 epoch")
+    _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "use at least 1 node")
+    _check(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps, "use a positive number")
+    devices = t.devices
+    ok = devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1))
+    ok = ok or (OmegaConf.is_list(devices) and len(devices) > 0)
+    _check(ok, "trainer.devices", devices, "use a positive count, -1 (all), auto, or a list of device indices")
+    if batch_size is not None and isinstance(devices, int) and devices >= 1:
+        world = devices * t.num_nodes
+        _check(batch_size % world == 0, "data.batch_size", batch_size,
+               f"it is the global batch and must divide evenly over {world} processes "
+               "(trainer.devices × trainer.num_nodes)")  # fmt: skip
+
+
+def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:
+    """Check ``cfg`` against ``schema`` and the value rules; return the typed config or raise ConfigError."""
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        raise _schema_error(err, schema) from None
+    if "model" in typed:
+        _check_model(typed.model)
+    if "optim" in typed:
+        _check_optim(typed.optim)
+    if "input_size" in typed:
+        size = list(typed.input_size)
+        _check(len(size) == 4 and all(n > 0 for n in size) and size[1] == 3, "input_size", size,
+               "give N,C,H,W with C=3, e.g. [1,3,256,256]")  # fmt: skip
+    if "data" in typed:
+        _check_data(typed.data)
+    if "trainer" in typed:
+        _check_trainer(typed.trainer, typed.data.batch_size)
+    return typed

@@ -1,0 +1,17 @@
+"""The one exception type for mistakes a user can fix (bad override, missing data, corrupt file).
+
+Entry points turn a :class:`UserError` into one line on stderr and exit code 2; anything else is our bug and
+keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message is one sentence naming what to change."""
+
+
+class ConfigError(UserError):
+    """A config value is invalid."""
+
+
+class DataError(UserError):
+    """The data set is missing, incomplete or corrupt."""

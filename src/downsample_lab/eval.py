@@ -1,0 +1,61 @@
+"""Test a checkpoint: ``python -m downsample_lab.eval ckpt_path=<file.ckpt> [data and trainer overrides]``.
+
+The model is rebuilt from the config saved in the checkpoint (so it cannot be paired with the wrong
+architecture); the checkpoint is read with ``weights_only=True``, so a crafted file cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from downsample_lab.classifier import Classifier
+from downsample_lab.config import EvalConfig, config_dir, validate
+from downsample_lab.data import CIFAR10DataModule
+from downsample_lab.entry import run_dir, run_task
+from downsample_lab.errors import UserError
+from downsample_lab.trainer import build_trainer, tensorboard_logger
+
+log = logging.getLogger(__name__)
+
+
+def load_classifier(ckpt_path: str | Path) -> Classifier:
+    """Load a :class:`Classifier` from a training checkpoint, or raise UserError naming the file."""
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise UserError(f"ckpt_path={ckpt_path} is not a file; pass a .ckpt from a run's checkpoints/ folder")
+    try:
+        return Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"cannot load checkpoint {path} ({reason[:200]}); pass a .ckpt written by downsample_lab.train"
+        ) from None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
+    cfg = validate(cfg, EvalConfig)
+    model = load_classifier(cfg.ckpt_path)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = CIFAR10DataModule(**cfg.data, channels_last=model.hparams.model["channels_last"], seed=cfg.seed)
+    out = run_dir()
+    logger = tensorboard_logger(out, f"eval,{Path(cfg.ckpt_path).stem}")
+    trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=[], logger=logger)
+    metrics = {k: float(v) for k, v in trainer.test(model, datamodule=datamodule)[0].items()}
+    log.info("Tested %s: %s", cfg.ckpt_path, ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    """Console-script and ``python -m`` entry point."""
+    return run_task(evaluate, cfg, metric="test/acc")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The small CNN of the study: stem, S stages of conv blocks each closed by a downsampling layer, head."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from downsample_lab.models.downsample import conv_bn_relu, create_downsample
+
+
+class DownsampleCNN(nn.Module):
+    """A plain CNN whose only varying part is how each stage downsamples.
+
+    Layout for ``widths=[64, 128, 256]``, ``blocks=2``::
+
+        stem:    conv k×k 3→64
+        stage 1: 2 × conv k×k (64→64), then downsample(64)        32×32 → 16×16
+        stage 2: 2 × conv k×k (64→128, 128→128), downsample(128)  16×16 → 8×8
+        stage 3: 2 × conv k×k (128→256, 256→256), downsample(256)  8×8 → 4×4
+        head:    global average pool → dropout → linear 256→10
+
+    Every conv is followed by BatchNorm and ReLU and uses padding ``k // 2``, so only the downsampling layers
+    change H and W.
+
+    >>> net = DownsampleCNN(widths=[8, 16], blocks=1, kernel_size=3, downsample="conv")
+    >>> net(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        blocks: int,
+        kernel_size: int,
+        downsample: str,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.stem = conv_bn_relu(in_channels, widths[0], kernel_size, padding=pad)
+        stages = []
+        c_in = widths[0]
+        for width in widths:
+            layers = []
+            for _ in range(blocks):
+                layers.append(conv_bn_relu(c_in, width, kernel_size, padding=pad))
+                c_in = width
+            layers.append(create_downsample(downsample, width))
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c_in, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map a batch of normalised images ``(N, 3, H, W)`` to class logits ``(N, num_classes)``."""
+        return self.head(self.stages(self.stem(x)))
+
+
+def build_model(model_cfg: Mapping[str, Any]) -> DownsampleCNN:
+    """Build the network from the ``model`` config group (a validated DictConfig or a plain dict)."""
+    return DownsampleCNN(
+        widths=list(model_cfg["widths"]),
+        blocks=int(model_cfg["blocks"]),
+        kernel_size=int(model_cfg["kernel_size"]),
+        downsample=str(model_cfg["downsample"]),
+        dropout=float(model_cfg["dropout"]),
+    )

@@ -1,0 +1,71 @@
+"""Downsampling layers chosen by name, timm-style: ``create_downsample("maxpool", channels)``.
+
+Every strategy halves H and W of an even-sized input and keeps the channel count, so the strategies are
+drop-in replacements for each other and the rest of the network is identical across arms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kornia.filters import MaxBlurPool2D
+from torch import nn
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
+    """Conv (no bias: the BatchNorm after it has one) → BatchNorm → ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _maxpool(channels: int) -> nn.Module:
+    return nn.MaxPool2d(kernel_size=2, stride=2)
+
+
+def _avgpool(channels: int) -> nn.Module:
+    return nn.AvgPool2d(kernel_size=2, stride=2)
+
+
+def _conv(channels: int) -> nn.Module:
+    # The learned counterpart of max-pooling: same 2x2 window, same stride, C·C·4 weights.
+    return conv_bn_relu(channels, channels, kernel_size=2, stride=2)
+
+
+def _conv3(channels: int) -> nn.Module:
+    # Overlapping windows, as in ResNet's strided 3x3 convs.
+    return conv_bn_relu(channels, channels, kernel_size=3, stride=2, padding=1)
+
+
+def _blurpool(channels: int) -> nn.Module:
+    # Zhang 2019's anti-aliased max-pool: MaxPool(2, stride 1) then a 3x3 binomial blur with stride 2.
+    return MaxBlurPool2D(kernel_size=3, stride=2, max_pool_size=2)
+
+
+_REGISTRY: dict[str, Callable[[int], nn.Module]] = {
+    "maxpool": _maxpool,
+    "conv": _conv,
+    "conv3": _conv3,
+    "avgpool": _avgpool,
+    "blurpool": _blurpool,
+}
+
+DOWNSAMPLE_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+"""Valid values of ``model.downsample``."""
+
+
+def create_downsample(name: str, channels: int) -> nn.Module:
+    """Build the downsampling layer ``name`` for a feature map with ``channels`` channels.
+
+    >>> create_downsample("maxpool", 64)
+    MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)
+    """
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown downsampling strategy {name!r}; valid names are {', '.join(DOWNSAMPLE_NAMES)}"
+        ) from None
+    return factory(channels)

@@ -1,0 +1,81 @@
+"""Per-layer output shapes, parameter counts and FLOPs: what ``python -m downsample_lab.shapes`` prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class LayerRow:
+    """One leaf layer of a forward pass."""
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    formula: str  # how ``params`` follows from the layer's shape, for conv and linear layers
+
+
+def conv_param_formula(conv: nn.Conv2d) -> tuple[str, int]:
+    """``k·k·C_in·C_out (+ C_out)`` for a conv layer, as text and as the number it evaluates to."""
+    kh, kw = conv.kernel_size
+    c_in, c_out = conv.in_channels // conv.groups, conv.out_channels
+    n = kh * kw * c_in * c_out + (c_out if conv.bias is not None else 0)
+    text = f"{kh}·{kw}·{c_in}·{c_out}" + (f" + {c_out}" if conv.bias is not None else "")
+    return text, n
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
+    """Run one forward pass of zeros and record every leaf module's output shape and own parameters."""
+    rows: list[LayerRow] = []
+    hooks = []
+
+    def record(name: str):
+        def hook(module: nn.Module, _inputs, output) -> None:
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            formula = ""
+            if isinstance(module, nn.Conv2d):
+                formula = conv_param_formula(module)[0]
+            elif isinstance(module, nn.Linear):
+                formula = f"{module.in_features}·{module.out_features}" + (
+                    f" + {module.out_features}" if module.bias is not None else ""
+                )
+            elif isinstance(module, nn.BatchNorm2d):
+                formula = f"2·{module.num_features}"
+            rows.append(LayerRow(name, type(module).__name__, tuple(output.shape), params, formula))
+
+        return hook
+
+    for name, module in model.named_modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(record(name)))
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def forward_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> int:
+    """Forward FLOPs for one batch of ``input_shape``, counted by ``torch.utils.flop_counter`` (2 per MAC)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(input_shape, device=device))
+    model.train(was_training)
+    return counter.get_total_flops()
