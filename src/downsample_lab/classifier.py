@@ -67,7 +67,9 @@ class Classifier(L.LightningModule):
     def on_fit_start(self) -> None:
         # Model cost as scalars, so TensorBoard's HParams tab and the report can show them beside accuracy.
         if self.logger is not None:
-            self.logger.log_metrics({"model/params": self.n_params, "model/flops_per_image": self.flops_per_image}, 0)
+            self.logger.log_metrics(
+                {"model/params": self.n_params, "model/flops_per_image": self.flops_per_image}, 0
+            )
 
     def on_train_start(self) -> None:
         # The sanity check fed val metrics; the best-so-far must start from real epochs only.
@@ -111,6 +113,7 @@ class Classifier(L.LightningModule):
                 anneal_strategy="linear", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
             )  # fmt: skip
         elif cfg["schedule"] == "cosine":
+
             def lr_lambda(step: int) -> float:
                 if step < warmup:
                     return (step + 1) / warmup

@@ -7,6 +7,7 @@ key, a wrong type or an impossible value stops the run at once with one sentence
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,21 @@ SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
+
+
+def short_dirname(text: str, limit: int = 96) -> str:
+    """A directory name from ``text`` (a job's overrides): no slashes, and at most ``limit`` characters.
+
+    Long override lists are cut and suffixed with a hash of the whole, so names stay unique and within the
+    255-byte limit of file systems. Registered as the config resolver ``${dirname:...}``.
+    """
+    text = text.replace("/", "_") or "default"
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 9]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+OmegaConf.register_new_resolver("dirname", short_dirname, replace=True)
 
 
 def config_dir() -> Path:
@@ -145,7 +161,12 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 def _check_model(m: DictConfig) -> None:
     _check_choice("model.downsample", m.downsample, DOWNSAMPLE_NAMES)
     k = m.kernel_size
-    _check(k > 0 and k % 2 == 1, "model.kernel_size", k, "use an odd positive size (3, 5 or 7) so padding k//2 keeps H and W")
+    _check(
+        k > 0 and k % 2 == 1,
+        "model.kernel_size",
+        k,
+        "use an odd positive size (3, 5 or 7) so padding k//2 keeps H and W",
+    )
     _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
            "give one positive width per stage, e.g. [64,128,256]")  # fmt: skip
     _check(m.blocks >= 1, "model.blocks", m.blocks, "use at least 1 conv block per stage")
@@ -156,7 +177,9 @@ def _check_data(d: DictConfig) -> None:
     _check_choice("data.source", d.source, SOURCES)
     for key in ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_test_size"):
         _check(d[key] > 0, f"data.{key}", d[key], "use a positive number")
-    _check(d.val_size >= 0, "data.val_size", d.val_size, "use 0 (validate on the test set) or a positive count")
+    _check(
+        d.val_size >= 0, "data.val_size", d.val_size, "use 0 (validate on the test set) or a positive count"
+    )
     _check(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
            "use null (all training images) or a positive count")  # fmt: skip
     if d.source == "folder" and not Path(os.path.expanduser(d.root)).is_dir():
@@ -176,7 +199,9 @@ def _check_optim(o: DictConfig) -> None:
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "use 0 or a positive value")
     _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing, "use a value in [0, 1)")
     _check(0 <= o.warmup < 1, "optim.warmup", o.warmup, "use a fraction of the training steps in [0, 1)")
-    _check(not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "Nesterov needs optim.momentum > 0")
+    _check(
+        not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "Nesterov needs optim.momentum > 0"
+    )
 
 
 def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
@@ -185,11 +210,15 @@ def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
     _check_choice("trainer.precision", t.precision, PRECISIONS)
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "use at least 1 epoch")
     _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "use at least 1 node")
-    _check(t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps, "use a positive number")
+    _check(
+        t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps, "use a positive number"
+    )
     devices = t.devices
     ok = devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1))
     ok = ok or (OmegaConf.is_list(devices) and len(devices) > 0)
-    _check(ok, "trainer.devices", devices, "use a positive count, -1 (all), auto, or a list of device indices")
+    _check(
+        ok, "trainer.devices", devices, "use a positive count, -1 (all), auto, or a list of device indices"
+    )
     if batch_size is not None and isinstance(devices, int) and devices >= 1:
         world = devices * t.num_nodes
         _check(batch_size % world == 0, "data.batch_size", batch_size,

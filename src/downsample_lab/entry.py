@@ -40,7 +40,9 @@ def write_status(directory: Path, status: str, **info: Any) -> None:
     tmp.replace(directory / "status.json")
 
 
-def run_task(task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig, metric: str | None) -> float | None:
+def run_task(
+    task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig, metric: str | None
+) -> float | None:
     """Run ``task``, keep ``status.json`` up to date and return ``metric`` (for Hydra sweepers).
 
     A :class:`UserError` becomes one line on stderr and exit code 2 for a single run; inside a multirun it is

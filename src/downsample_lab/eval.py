@@ -42,7 +42,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     cfg = validate(cfg, EvalConfig)
     model = load_classifier(cfg.ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = CIFAR10DataModule(**cfg.data, channels_last=model.hparams.model["channels_last"], seed=cfg.seed)
+    datamodule = CIFAR10DataModule(
+        **cfg.data, channels_last=model.hparams.model["channels_last"], seed=cfg.seed
+    )
     out = run_dir()
     logger = tensorboard_logger(out, f"eval,{Path(cfg.ckpt_path).stem}")
     trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=[], logger=logger)

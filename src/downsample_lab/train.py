@@ -54,7 +54,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         save_last=True,
     )
     logger = tensorboard_logger(out, run_name(cfg))
-    trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=[checkpoint, EpochThroughput()], logger=logger)
+    trainer = build_trainer(
+        cfg.trainer, run_dir=out, callbacks=[checkpoint, EpochThroughput()], logger=logger
+    )
     log_hparams(logger, cfg, precision=str(trainer.precision))
 
     trainer.fit(model, datamodule=datamodule)

@@ -105,7 +105,9 @@ def _folder_source(root: Path, split: str) -> tuple[dict, Callable[[], Split]]:
     digest = hashlib.sha256()
     for path, label in samples:
         st = os.stat(path)
-        digest.update(f"{os.path.relpath(path, split_dir)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        digest.update(
+            f"{os.path.relpath(path, split_dir)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+        )
     fingerprint = {"n": len(samples), "files_sha256": digest.hexdigest()}
 
     def decode() -> Split:
@@ -132,10 +134,14 @@ def _decode_files(paths: list[str], desc: str, chunk: int = 2048) -> torch.Tenso
                 try:
                     decoded.append(decode_image(p, mode=ImageReadMode.RGB))
                 except (RuntimeError, ValueError) as err:
-                    raise DataError(f"cannot decode image {p} ({str(err).splitlines()[0]}); replace or delete it")
+                    raise DataError(
+                        f"cannot decode image {p} ({str(err).splitlines()[0]}); replace or delete it"
+                    ) from None
         for i, (p, img) in enumerate(zip(part, decoded, strict=True)):
             if tuple(img.shape) != (3, 32, 32):
-                raise DataError(f"image {p} is {img.shape[2]}x{img.shape[1]} pixels; CIFAR-10 images are 32x32")
+                raise DataError(
+                    f"image {p} is {img.shape[2]}x{img.shape[1]} pixels; CIFAR-10 images are 32x32"
+                )
             out[start + i] = img
     return out
 
@@ -192,7 +198,9 @@ def _write_cache(path: Path, key: dict, split: Split) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save({"key": json.dumps(key, sort_keys=True), "images": split.images, "labels": split.labels}, tmp)
+        torch.save(
+            {"key": json.dumps(key, sort_keys=True), "images": split.images, "labels": split.labels}, tmp
+        )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -369,7 +377,9 @@ class CIFAR10DataModule(L.LightningDataModule):
                 train_idx = class_balanced_subset(train_idx, full.labels, c["train_subset"])
             self.train_set = Split(full.images[train_idx], full.labels[train_idx])
             self.val_set = Split(full.images[val_idx], full.labels[val_idx]) if c["val_size"] > 0 else None
-        if self.test_set is None and (stage in ("test", None) or (stage in ("fit", "validate") and c["val_size"] == 0)):
+        if self.test_set is None and (
+            stage in ("test", None) or (stage in ("fit", "validate") and c["val_size"] == 0)
+        ):
             self.test_set = self._load("test")
         if self.val_set is None and c["val_size"] == 0 and self.test_set is not None:
             self.val_set = self.test_set  # data.val_size=0: the test set doubles as the validation set

@@ -1,0 +1,59 @@
+"""Bad configs fail at start-up with one sentence naming the key and what is valid."""
+
+from __future__ import annotations
+
+import pytest
+
+from downsample_lab.config import EvalConfig, validate
+from downsample_lab.errors import ConfigError
+
+from .conftest import compose_config, run_cli
+
+BAD_OVERRIDES = [
+    (["model.downsample=strided"], r"model.downsample='strided' is not valid; choose one of maxpool, conv, conv3, avgpool, blurpool"),
+    (["model.kernel_size=4"], r"model.kernel_size=4 is not valid; use an odd positive size"),
+    (["model.kernel_size=-3"], r"model.kernel_size=-3 is not valid"),
+    (["model.kernel_size=three"], r"model.kernel_size='three' has the wrong type"),
+    (["model.widths=[]"], r"model.widths=\[\] is not valid; give one positive width per stage"),
+    (["model.widths=[32,0]"], r"model.widths=\[32, 0\] is not valid"),
+    (["model.blocks=0"], r"model.blocks=0 is not valid"),
+    (["model.dropout=1.5"], r"model.dropout=1.5 is not valid"),
+    (["+model.depth=3"], r"model.depth is not a config key; the model group has: downsample, kernel_size"),
+    (["data.source=imagenet"], r"data.source='imagenet' is not valid; choose one of torchvision, folder, synthetic"),
+    (["data.source=folder", "data.root=/nonexistent/cifar"], r"data.root='/nonexistent/cifar' is not a folder"),
+    (["data.batch_size=-8"], r"data.batch_size=-8 is not valid; use a positive number"),
+    (["data.train_subset=0"], r"data.train_subset=0 is not valid"),
+    (["optim.lr=-0.1"], r"optim.lr=-0.1 is not valid; use a positive learning rate"),
+    (["optim.name=rmsprop"], r"optim.name='rmsprop' is not valid; choose one of sgd, adamw"),
+    (["optim.schedule=step"], r"optim.schedule='step' is not valid; choose one of onecycle, cosine, constant"),
+    (["trainer.precision=fp8"], r"trainer.precision='fp8' is not valid"),
+    (["trainer.devices=2", "data.batch_size=511"], r"data.batch_size=511 is not valid; it is the global batch and must divide evenly over 2 processes"),
+    (["trainer.max_epochs=0"], r"trainer.max_epochs=0 is not valid"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_OVERRIDES)
+def test_bad_value_is_named_in_one_sentence(overrides, message):
+    cfg = compose_config("train", overrides)
+    with pytest.raises(ConfigError, match=message) as info:
+        validate(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_default_config_is_valid():
+    cfg = validate(compose_config("train"))
+    assert cfg.model.downsample == "maxpool" and cfg.model.kernel_size == 3
+    assert list(cfg.model.widths) == [64, 128, 256]
+
+
+def test_eval_requires_a_checkpoint():
+    with pytest.raises(ConfigError, match="ckpt_path has no value"):
+        validate(compose_config("eval"), EvalConfig)
+
+
+def test_bad_override_from_the_command_line_exits_2_without_traceback(tmp_path):
+    result = run_cli("train", "model.downsample=strided", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2
+    assert "error: model.downsample='strided' is not valid; choose one of maxpool, conv" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert '"status": "failed"' in (tmp_path / "run" / "status.json").read_text()

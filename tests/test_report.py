@@ -1,0 +1,364 @@
+"""The ablation report: arms, statistics, left-out runs, files and CLI, on synthetic TensorBoard runs.
+
+Each run directory is written the way train.py writes one: ``status.json``, ``.hydra/config.yaml`` (the real
+composed config), scalars under ``tb/<run name>/`` (the test metrics in a second event file, as Lightning's
+``trainer.test`` does) and the flattened config as TensorBoard HParams, as ``trainer.log_hparams`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from scipy import stats
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+from downsample_lab import report
+from downsample_lab.trainer import HPARAM_METRICS, flatten
+
+from .conftest import TINY, compose_config, run_cli
+
+STEPS_PER_EPOCH = 10
+
+# The sweep of most tests: test accuracies per arm, one run per value (seeds 0, 1, 2).
+ACC = {"maxpool": [0.80, 0.82, 0.81], "conv": [0.84, 0.83, 0.86], "avgpool": [0.79]}
+# Per-epoch training images/s of every run; the first epoch (warm-up) is slow and must be left out.
+IPS = {"maxpool": [100.0, 1000.0, 1100.0], "conv": [90.0, 800.0, 900.0], "avgpool": [50.0, 700.0, 750.0]}
+PARAMS = {"maxpool": 1000, "conv": 1500, "avgpool": 1000}
+FLOPS = {"maxpool": 2.0e6, "conv": 3.0e6, "avgpool": 2.0e6}
+
+
+@pytest.fixture(scope="module")
+def base_cfg() -> dict[str, Any]:
+    """The real train config (tiny overrides) as a plain nested dict."""
+    return OmegaConf.to_container(compose_config("train", TINY), resolve=True)
+
+
+def make_cfg(base: dict[str, Any], seed: int, **model: Any) -> dict[str, Any]:
+    cfg = copy.deepcopy(base)
+    cfg["seed"] = seed
+    cfg["model"].update(model)
+    return cfg
+
+
+def write_run(
+    run_dir: Path,
+    cfg: dict[str, Any],
+    *,
+    status: str = "completed",
+    val_acc: list[float] = (0.5, 0.6, 0.7),
+    ips: list[float] = (100.0, 200.0, 300.0),
+    test_acc: float | None = None,
+    consistency: float | None = None,
+    params: int = 1000,
+    flops: float = 1e6,
+    error: str | None = None,
+    tb_hparams: bool = True,
+) -> Path:
+    """A run directory as train.py leaves it (``tb_hparams=False``: died before the HParams were written)."""
+    tb = run_dir / "tb" / f"downsample={cfg['model']['downsample']},seed={cfg['seed']}"
+    writer = SummaryWriter(str(tb))
+    if tb_hparams:
+        flat = flatten(cfg)
+        flat["trainer.precision"] = "32-true"  # log_hparams records the resolved precision, not "auto"
+        for summary in hparams_summary(flat, dict.fromkeys(HPARAM_METRICS, 0.0)):
+            writer._get_file_writer().add_summary(summary)
+    writer.add_scalar("model/params", params, 0)
+    writer.add_scalar("model/flops_per_image", flops, 0)
+    best = 0.0
+    step = 0
+    for epoch, (acc, rate) in enumerate(zip(val_acc, ips, strict=False)):
+        step = (epoch + 1) * STEPS_PER_EPOCH
+        best = max(best, acc)
+        writer.add_scalar("train/loss", 1.0 / (epoch + 1), step - 1)
+        writer.add_scalar("epoch", epoch, step - 1)
+        for tag, value in (
+            ("val/acc", acc),
+            ("val/acc_best", best),
+            ("val/loss", 1 - acc),
+            ("train/images_per_sec", rate),
+            ("train/epoch_time", 1000 / rate),
+            ("epoch", epoch),
+        ):
+            writer.add_scalar(tag, value, step)
+    writer.close()
+    if test_acc is not None:
+        writer = SummaryWriter(str(tb))  # a second event file, as trainer.test writes one
+        writer.add_scalar("test/acc", test_acc, step + 1)
+        writer.add_scalar("test/loss", 1 - test_acc, step + 1)
+        if consistency is not None:
+            writer.add_scalar("test/consistency", consistency, step + 1)
+        writer.add_scalar("epoch", len(val_acc), step + 1)
+        writer.close()
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    record: dict[str, Any] = {"status": status, "time": "2026-01-01T00:00:00+0000"}
+    if error:
+        record["error"] = error
+    if status == "completed":
+        record["metrics"] = {"test/acc": test_acc}
+    (run_dir / "status.json").write_text(json.dumps(record))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, base_cfg: dict[str, Any]) -> Path:
+    """A multirun: maxpool and conv × 3 seeds, avgpool × 1, one failed and one running run.
+
+    Every run has its own data.root and progress-bar setting: bookkeeping keys that must not split the arms.
+    """
+    root = tmp_path_factory.mktemp("outputs") / "train-multirun" / "2026-01-01_00-00-00.000000"
+    job = 0
+    for downsample, accs in ACC.items():
+        for seed, acc in enumerate(accs):
+            cfg = make_cfg(base_cfg, seed, downsample=downsample)
+            cfg["data"]["root"] = f"/data/copy{job}"
+            cfg["trainer"]["enable_progress_bar"] = job % 2 == 0
+            write_run(
+                root / f"{job}_model.downsample={downsample},seed={seed}",
+                cfg,
+                test_acc=acc,
+                ips=IPS[downsample],
+                params=PARAMS[downsample],
+                flops=FLOPS[downsample],
+                val_acc=[acc - 0.2, acc - 0.05, acc - 0.01],
+            )
+            job += 1
+    write_run(
+        root / f"{job}_model.downsample=conv,seed=3",
+        make_cfg(base_cfg, 3, downsample="conv"),
+        status="failed",
+        val_acc=[0.3],
+        error="RuntimeError: CUDA out of memory",
+        tb_hparams=False,
+    )
+    write_run(
+        root / f"{job + 1}_model.downsample=maxpool,seed=4",
+        make_cfg(base_cfg, 4, downsample="maxpool"),
+        status="running",
+        val_acc=[0.4, 0.5],
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> report.Report:
+    return report.build_report(sweep, tmp_path_factory.mktemp("report"))
+
+
+def row(rep: report.Report, downsample: str) -> pd.Series:
+    results = rep.results.set_index("arm")
+    return results.loc[f"model.downsample={downsample}"]
+
+
+def test_arms_are_the_differing_keys_without_seed_or_bookkeeping(built):
+    assert built.keys == ["model.downsample"]
+    assert [a.label for a in built.arms] == [
+        "model.downsample=maxpool",
+        "model.downsample=avgpool",
+        "model.downsample=conv",
+    ]
+    assert {a.label: len(a.runs) for a in built.arms} == {
+        "model.downsample=maxpool": 3,
+        "model.downsample=avgpool": 1,
+        "model.downsample=conv": 3,
+    }
+    assert list(row(built, "conv")[["n", "seeds"]]) == [3, "0 1 2"]
+
+
+@pytest.mark.parametrize("downsample", ["maxpool", "conv"])
+def test_accuracy_mean_std_and_ci_match_numpy_and_scipy(built, downsample):
+    acc = np.array(ACC[downsample])
+    r = row(built, downsample)
+    mean, std = acc.mean(), acc.std(ddof=1)
+    half = stats.t.ppf(0.975, len(acc) - 1) * std / math.sqrt(len(acc))
+    assert r.test_acc_mean == pytest.approx(mean, abs=1e-6)  # event files hold float32
+    assert r.test_acc_std == pytest.approx(std, rel=1e-4)
+    assert (r.test_acc_ci95_low, r.test_acc_ci95_high) == pytest.approx((mean - half, mean + half), abs=1e-5)
+    assert r.val_acc_best_mean == pytest.approx(mean - 0.01, abs=1e-6)
+    assert r.val_acc_best_std == pytest.approx(std, rel=1e-4)
+
+
+def test_throughput_leaves_out_the_first_epoch_and_model_cost_is_read(built):
+    r = row(built, "conv")
+    assert r.images_per_sec_mean == pytest.approx(np.mean(IPS["conv"][1:]))  # 850, not 596.7 with warm-up
+    assert r.images_per_sec_std == pytest.approx(0.0)  # every run of the arm logged the same rates
+    assert (r.params, r.flops_per_image) == (PARAMS["conv"], FLOPS["conv"])
+
+
+def test_welch_p_value_matches_scipy_against_the_maxpool_arm(built):
+    expected = stats.ttest_ind(ACC["conv"], ACC["maxpool"], equal_var=False).pvalue
+    conv = row(built, "conv")
+    assert conv.baseline == "model.downsample=maxpool"
+    assert conv.welch_p == pytest.approx(expected, rel=1e-3)
+    assert 0.01 < conv.welch_p < 0.2  # a real, non-trivial p-value: the arms overlap a little
+    assert math.isnan(row(built, "maxpool").welch_p)  # the baseline itself
+    assert math.isnan(row(built, "avgpool").welch_p)  # n = 1
+
+
+def test_table_shows_dashes_where_a_number_is_undefined(built):
+    table = built.table.set_index("arm")
+    assert table.loc["model.downsample=maxpool", "p vs baseline"] == "—"
+    avgpool = table.loc["model.downsample=avgpool"]
+    assert avgpool["test acc %"] == "79.00"
+    assert (avgpool["95% CI"], avgpool["p vs baseline"]) == ("—", "—")
+    assert (
+        table.loc["model.downsample=conv", "test acc %"] == f"84.33 ± {np.std(ACC['conv'], ddof=1) * 100:.2f}"
+    )
+    # no run logged test/consistency or has a model.name of the paper's Table 3
+    assert "shift consistency %" not in table
+    assert "paper error % (Table 3)" not in table
+
+
+def test_failed_and_running_runs_are_listed_and_not_counted(built):
+    text = built.path.read_text()
+    left_out = text.split("## Runs not counted")[1]
+    assert "7_model.downsample=conv,seed=3" in left_out
+    assert "RuntimeError: CUDA out of memory" in left_out
+    assert "model.downsample=conv" in left_out  # its arm, from .hydra/config.yaml (no HParams in tb/)
+    assert "8_model.downsample=maxpool,seed=4" in left_out
+    assert "running" in left_out
+    assert "9 training runs found, 7 completed and counted, 1 failed, 1 running or incomplete" in text
+    assert row(built, "conv").n == 3 and row(built, "maxpool").n == 3
+    runs = pd.read_csv(built.out / "runs.csv")
+    assert runs["status"].value_counts().to_dict() == {"completed": 7, "failed": 1, "running": 1}
+
+
+def test_results_csv_has_one_row_per_arm(built):
+    csv = pd.read_csv(built.out / "results.csv")
+    assert list(csv["arm"]) == [a.label for a in built.arms]
+    assert list(csv["model.downsample"]) == ["maxpool", "avgpool", "conv"]
+    assert list(csv["n"]) == [3, 1, 3]
+    for column in (
+        "test_acc_mean",
+        "test_acc_std",
+        "test_acc_ci95_low",
+        "test_acc_ci95_high",
+        "val_acc_best_mean",
+        "consistency_mean",
+        "params",
+        "flops_per_image",
+        "images_per_sec_mean",
+        "welch_p",
+    ):
+        assert column in csv
+    expected = [np.mean(ACC[d]) for d in ("maxpool", "avgpool", "conv")]
+    assert csv["test_acc_mean"].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_plots_and_report_are_written(built):
+    for name in report.REPORT_FILES:
+        assert (built.out / name).stat().st_size > 0, name
+    for name in ("val_acc.png", "acc_vs_throughput.png"):
+        assert (built.out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = built.path.read_text()
+    assert "![Validation accuracy per epoch](val_acc.png)" in text
+    assert "first epoch" in text  # the throughput note says the warm-up epoch is left out
+
+
+def test_val_curve_is_per_epoch(built):
+    run = built.arms[0].runs[0]
+    assert sorted(run.val_curve) == [1, 2, 3]
+    assert run.val_curve[3] == pytest.approx(ACC["maxpool"][0] - 0.01, abs=1e-6)
+
+
+def test_consistency_and_paper_columns_appear_when_logged(tmp_path, base_cfg):
+    values = {"all_cnn_c": [0.90, 0.92], "strided_cnn_c": [0.88, 0.87]}
+    for name, accs in values.items():
+        for seed, acc in enumerate(accs):
+            cfg = make_cfg(base_cfg, seed, downsample="conv")
+            cfg["model"]["name"] = name
+            write_run(tmp_path / "runs" / f"{name}_{seed}", cfg, test_acc=acc, consistency=acc - 0.1)
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    table = rep.table.set_index("arm")
+    assert rep.keys == ["model.name"]
+    assert table.loc["model.name=all_cnn_c", "paper error % (Table 3)"] == "9.08"
+    assert table.loc["model.name=strided_cnn_c", "paper error % (Table 3)"] == "10.19"
+    assert table.loc["model.name=all_cnn_c", "test error %"] == "9.00"
+    assert (
+        table.loc["model.name=all_cnn_c", "shift consistency %"]
+        == f"81.00 ± {np.std([0.8, 0.82], ddof=1) * 100:.2f}"
+    )
+    # no maxpool arm: the first arm is the baseline
+    expected = stats.ttest_ind(values["strided_cnn_c"], values["all_cnn_c"], equal_var=False).pvalue
+    assert rep.results.set_index("arm").loc["model.name=strided_cnn_c", "welch_p"] == pytest.approx(
+        expected, rel=1e-3
+    )
+
+
+def test_each_arm_is_tested_against_the_maxpool_arm_of_its_kernel_size(tmp_path, base_cfg):
+    accs = {
+        ("maxpool", 3): [0.80, 0.81],
+        ("conv", 3): [0.82, 0.84],
+        ("maxpool", 5): [0.70, 0.72],
+        ("conv", 5): [0.75, 0.74],
+    }
+    for (downsample, k), values in accs.items():
+        for seed, acc in enumerate(values):
+            cfg = make_cfg(base_cfg, seed, downsample=downsample, kernel_size=k)
+            write_run(tmp_path / "runs" / f"{downsample}_{k}_{seed}", cfg, test_acc=acc)
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    results = rep.results.set_index("arm")
+    conv5 = results.loc["model.downsample=conv, model.kernel_size=5"]
+    assert conv5.baseline == "model.downsample=maxpool, model.kernel_size=5"
+    expected = stats.ttest_ind(accs[("conv", 5)], accs[("maxpool", 5)], equal_var=False).pvalue
+    assert conv5.welch_p == pytest.approx(expected, rel=1e-3)
+    assert "baseline" in rep.table  # two baselines: the table names each arm's
+
+
+def test_eval_runs_are_skipped_and_listed(tmp_path, base_cfg):
+    write_run(tmp_path / "outputs" / "train" / "a", make_cfg(base_cfg, 0, downsample="maxpool"), test_acc=0.8)
+    eval_dir = tmp_path / "outputs" / "eval" / "b"
+    (eval_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"seed": 0, "ckpt_path": "x.ckpt"}), eval_dir / ".hydra" / "config.yaml")
+    (eval_dir / "status.json").write_text(json.dumps({"status": "completed", "metrics": {"test/acc": 0.5}}))
+    rep = report.build_report(tmp_path / "outputs", tmp_path / "out")
+    assert [len(a.runs) for a in rep.arms] == [1]
+    assert [r.path for r in rep.skipped] == [eval_dir]
+    assert "`eval/b`" in rep.path.read_text()
+
+
+def test_merge_keeps_the_typed_config_value_and_what_ran():
+    config = {"model.channels_last": True, "model.widths": [8, 16], "trainer.precision": "auto"}
+    tb = {"model.channels_last": 1.0, "model.widths": "[8, 16]", "trainer.precision": "bf16-mixed"}
+    assert report.merge_hparams(tb, config) == {
+        "model.channels_last": True,
+        "model.widths": [8, 16],
+        "trainer.precision": "bf16-mixed",
+    }
+
+
+def test_cli_writes_the_report_and_prints_where(sweep, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("report", str(sweep), "--out", str(out), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"Report: {out / 'report.md'}" in result.stdout
+    assert "7 completed, 1 failed, 1 running training runs" in result.stdout
+    conv_line = next(line for line in result.stdout.splitlines() if line.startswith("model.downsample=conv"))
+    assert "84.33 ±" in conv_line
+    assert (out / "report.md").is_file()
+
+
+def test_cli_missing_directory_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("report", str(tmp_path / "nope"), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error: ") and "is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_directory_without_runs_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(tmp_path / "empty")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no run directories below") and err.count("\n") == 1

@@ -1,0 +1,139 @@
+"""Training, evaluation and sweeps through the Hydra entry points, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tbparse import SummaryReader
+
+from downsample_lab.train import train
+
+from .conftest import REPO, TINY, run_cli
+
+TAGS = {
+    "train/loss", "train/acc", "train/lr", "train/images_per_sec", "train/epoch_time",
+    "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc", "model/params", "model/flops_per_image",
+}  # fmt: skip
+HPARAMS = {"model.downsample", "model.kernel_size", "model.widths", "seed", "optim.lr", "data.batch_size",
+           "trainer.max_epochs"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """One two-epoch run on synthetic data through ``python -m downsample_lab.train``."""
+    tmp = tmp_path_factory.mktemp("trained")
+    result = run_cli(
+        "train", *TINY, "trainer.max_epochs=2", "model.downsample=conv", "model.kernel_size=5", "seed=1",
+        f"data.cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_run_directory_holds_config_checkpoints_and_status(trained_run):
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    ckpts = sorted(p.name for p in (trained_run / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-epoch") for n in ckpts)
+    status = json.loads((trained_run / "status.json").read_text())
+    assert status["status"] == "completed"
+    assert 0.0 <= status["metrics"]["test/acc"] <= 1.0 and "val/acc_best" in status["metrics"]
+
+
+def test_tensorboard_run_is_named_and_holds_the_tags(trained_run):
+    runs = list((trained_run / "tb").iterdir())
+    assert [r.name for r in runs] == ["downsample=conv,kernel_size=5,widths=4-8,seed=1"]
+    reader = SummaryReader(str(runs[0]))
+    scalars = reader.scalars
+    assert set(scalars.tag) >= TAGS, TAGS - set(scalars.tag)
+    per_epoch = scalars[scalars.tag == "val/acc"]
+    assert len(per_epoch) == 2
+    best = scalars[scalars.tag == "val/acc_best"].value.tolist()
+    assert best[-1] == pytest.approx(max(per_epoch.value), abs=1e-6)
+    assert scalars[scalars.tag == "train/images_per_sec"].value.min() > 0
+    params = scalars[scalars.tag == "model/params"].value.item()
+    assert params == sum(p.numel() for p in _model(trained_run).parameters())
+    hparams = dict(zip(reader.hparams.tag, reader.hparams.value, strict=True))
+    assert set(hparams) >= HPARAMS
+    assert hparams["model.downsample"] == "conv" and hparams["model.widths"] == "[4, 8]"
+    assert hparams["trainer.precision"] != "auto"  # the precision that ran
+
+
+def _model(run: Path) -> torch.nn.Module:
+    from downsample_lab.eval import load_classifier
+
+    return load_classifier(run / "checkpoints" / "last.ckpt").net
+
+
+def test_eval_reproduces_the_test_accuracy_of_the_best_checkpoint(trained_run, tmp_path):
+    status = json.loads((trained_run / "status.json").read_text())
+    best = next((trained_run / "checkpoints").glob("best-epoch*.ckpt"))
+    result = run_cli(
+        "eval", f"ckpt_path={best}", "data.source=synthetic", "data.synthetic_train_size=320",
+        "data.synthetic_test_size=100", f"data.cache_dir={tmp_path / 'cache'}", "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval" / "status.json").read_text())["metrics"]
+    assert evaluated["test/acc"] == pytest.approx(status["metrics"]["test/acc"], abs=1e-6)
+
+
+def test_eval_refuses_a_missing_or_corrupt_checkpoint(tmp_path):
+    result = run_cli("eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e1'}")
+    assert result.returncode == 2 and "is not a file" in result.stderr and "Traceback" not in result.stderr
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x80\x04garbage")
+    result = run_cli("eval", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'e2'}")
+    assert result.returncode == 2 and f"cannot load checkpoint {bad}" in result.stderr
+
+
+def test_fast_dev_runs_started_together_get_their_own_directories(tmp_path):
+    cmd = [sys.executable, "-m", "downsample_lab.train", *TINY, "trainer.fast_dev_run=true",
+           f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:]
+    runs = sorted((tmp_path / "outputs" / "train").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        assert json.loads((run / "status.json").read_text())["status"] == "completed"
+
+
+def test_multirun_gives_each_job_its_directory_and_tensorboard_run(tmp_path):
+    result = run_cli(
+        "train", "-m", "model.downsample=maxpool,conv", *TINY, f"data.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert [j.name[:2] for j in jobs] == ["0_", "1_"]
+    assert all(len(j.name) <= 100 for j in jobs)  # the overrides, cut to a length file systems accept
+    for job, name in zip(jobs, ["maxpool", "conv"], strict=True):
+        assert json.loads((job / "status.json").read_text())["status"] == "completed"
+        (tb_run,) = (job / "tb").iterdir()
+        assert tb_run.name.startswith(f"downsample={name},")
+
+
+def test_train_in_process_returns_the_final_metrics(tiny_cfg):
+    metrics = train(tiny_cfg)
+    assert {"val/acc_best", "test/acc", "train/images_per_sec"} <= set(metrics)
+
+
+@pytest.mark.slow
+def test_real_cifar10_one_short_epoch_beats_chance(cifar10_jpeg, tmp_path):
+    """On real CIFAR-10 images: a small net, one epoch on a 10k subset, tested on all 10,000 test images."""
+    result = run_cli(
+        "train", "data.source=folder", f"data.root={cifar10_jpeg}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.train_subset=10000", "data.val_size=1000", "data.batch_size=256", "model.widths=[16,32,64]",
+        "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "status.json").read_text())["metrics"]
+    assert metrics["test/acc"] > 0.35, metrics  # chance is 0.10
+    assert REPO.exists()
