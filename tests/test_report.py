@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,8 @@ def write_run(
     cfg: dict[str, Any],
     *,
     status: str = "completed",
-    val_acc: list[float] = (0.5, 0.6, 0.7),
-    ips: list[float] = (100.0, 200.0, 300.0),
+    val_acc: Sequence[float] = (0.5, 0.6, 0.7),
+    ips: Sequence[float] = (100.0, 200.0, 300.0),
     test_acc: float | None = None,
     consistency: float | None = None,
     params: int = 1000,
@@ -223,13 +224,26 @@ def test_failed_and_running_runs_are_listed_and_not_counted(built):
     left_out = text.split("## Runs not counted")[1]
     assert "7_model.downsample=conv,seed=3" in left_out
     assert "RuntimeError: CUDA out of memory" in left_out
-    assert "model.downsample=conv" in left_out  # its arm, from .hydra/config.yaml (no HParams in tb/)
+    # its arm, from .hydra/config.yaml (no HParams in tb/), without the precision that only the config has
+    assert "| model.downsample=conv | 3 | failed |" in left_out
+    assert "| model.downsample=maxpool | 4 | running |" in left_out
     assert "8_model.downsample=maxpool,seed=4" in left_out
     assert "running" in left_out
     assert "9 training runs found, 7 completed and counted, 1 failed, 1 running or incomplete" in text
     assert row(built, "conv").n == 3 and row(built, "maxpool").n == 3
     runs = pd.read_csv(built.out / "runs.csv")
     assert runs["status"].value_counts().to_dict() == {"completed": 7, "failed": 1, "running": 1}
+
+
+def test_a_run_left_out_keeps_its_arm_label_when_no_completed_run_shares_it(tmp_path, base_cfg):
+    write_run(tmp_path / "runs" / "a", make_cfg(base_cfg, 0, downsample="maxpool"), test_acc=0.8)
+    write_run(tmp_path / "runs" / "b", make_cfg(base_cfg, 0, downsample="conv"), status="running")
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    assert [a.label for a in rep.arms] == [
+        "all runs"
+    ]  # one completed run: nothing differs among those counted
+    running = rep.path.read_text().split("## Runs not counted")[1]
+    assert "| `b` | model.downsample=conv | 0 | running |" in running
 
 
 def test_results_csv_has_one_row_per_arm(built):
@@ -353,6 +367,16 @@ def test_cli_missing_directory_is_one_line_and_exit_2(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("error: ") and "is not a directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_only_failed_runs_still_write_a_report(tmp_path, base_cfg, capsys):
+    cfg = make_cfg(base_cfg, 0, downsample="conv")
+    write_run(tmp_path / "runs" / "a", cfg, status="failed", error="ValueError: boom")
+    report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    stdout = capsys.readouterr().out
+    assert "1 failed training runs" in stdout and "No completed run yet" in stdout
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "No completed run yet" in text and "ValueError: boom" in text
 
 
 def test_directory_without_runs_is_a_user_error(tmp_path, capsys):

@@ -54,7 +54,8 @@ class EpochThroughput(L.Callback):
         elapsed = time.perf_counter() - self._t0 - self._eval_time
         if elapsed <= 0 or self._images == 0:
             return
-        # Every process sees an equal share of each global batch, so the global count is this share × world.
+        # Every process sees an equal share of each global batch, so the global count is this share × world;
+        # the processes' own timings are averaged.
         images = self._images * trainer.world_size
-        pl_module.log("train/images_per_sec", images / elapsed, on_epoch=True, rank_zero_only=True)
-        pl_module.log("train/epoch_time", elapsed, on_epoch=True, rank_zero_only=True)
+        pl_module.log("train/images_per_sec", images / elapsed, on_epoch=True, sync_dist=True)
+        pl_module.log("train/epoch_time", elapsed, on_epoch=True, sync_dist=True)

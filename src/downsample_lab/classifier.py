@@ -86,7 +86,7 @@ class Classifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(self.metrics["val_acc"].compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")

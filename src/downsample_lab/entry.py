@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from downsample_lab.errors import UserError
+from downsample_lab.errors import UserError, exit_with_error
 
 log = logging.getLogger("downsample_lab")
 
@@ -23,12 +22,6 @@ log = logging.getLogger("downsample_lab")
 def run_dir() -> Path:
     """The Hydra output directory of the current job."""
     return Path(HydraConfig.get().runtime.output_dir)
-
-
-def exit_with_error(err: UserError) -> None:
-    """One line on stderr, exit code 2: how a user's mistake ends a command."""
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
 
 
 @rank_zero_only

@@ -4,6 +4,9 @@ Entry points turn a :class:`UserError` into one line on stderr and exit code 2; 
 keeps its traceback.
 """
 
+import sys
+from typing import NoReturn
+
 
 class UserError(Exception):
     """A mistake the user can fix; the message is one sentence naming what to change."""
@@ -15,3 +18,9 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The data set is missing, incomplete or corrupt."""
+
+
+def exit_with_error(err: UserError) -> NoReturn:
+    """One line on stderr, exit code 2: how a user's mistake ends a command."""
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)

@@ -18,7 +18,7 @@ from downsample_lab.config import EvalConfig, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import run_dir, run_task
 from downsample_lab.errors import UserError
-from downsample_lab.trainer import build_trainer, tensorboard_logger
+from downsample_lab.trainer import build_trainer, distributed_job, tensorboard_logger
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     """Console-script and ``python -m`` entry point."""
-    return run_task(evaluate, cfg, metric="test/acc")
+    with distributed_job():
+        return run_task(evaluate, cfg, metric="test/acc")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import textwrap
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from downsample_lab.errors import UserError
+from downsample_lab.errors import UserError, exit_with_error
 
 # Config keys that never define an arm: where files live and how a run reports progress. A run that differs
 # from another only in these is the same experiment. `seed` is here because seeds are an arm's replicates.
@@ -86,6 +85,7 @@ class Run:
     status: str
     reason: str = ""
     hparams: dict[str, Any] = field(default_factory=dict)
+    hparams_in_tb: bool = False  # False: read from .hydra/config.yaml alone (precision "auto", not what ran)
     test_acc: float | None = None
     val_acc_best: float | None = None
     consistency: float | None = None
@@ -266,6 +266,7 @@ def load_run(path: Path) -> Run:
         path=path,
         status="completed",
         hparams=merge_hparams(tb_hparams, config),
+        hparams_in_tb=bool(tb_hparams),
         test_acc=test_acc,
         val_acc_best=_last(scalars, VAL_ACC_BEST),
         consistency=_last(scalars, CONSISTENCY),
@@ -315,6 +316,21 @@ def arm_keys(runs: Sequence[Run]) -> list[str]:
 def arm_label(hparams: Mapping[str, Any], keys: Sequence[str]) -> str:
     """``model.downsample=conv, model.kernel_size=5``; ``all runs`` when no key differs."""
     return ", ".join(f"{k}={_display(hparams.get(k, _ABSENT))}" for k in keys) or "all runs"
+
+
+def run_labels(runs: Sequence[Run], arms: Sequence[Arm]) -> dict[Path, str]:
+    """Each run's arm label: a counted run's arm; for a run left out, its values of the keys that differ among
+    all runs (so a conv run still running in a sweep whose completed runs are all max-pool still says conv).
+
+    Runs whose HParams never reached TensorBoard (failed early) do not choose the keys: their config says
+    ``trainer.precision=auto`` where the others record the precision that ran.
+    """
+    labels = {run.path: arm.label for arm in arms for run in arm.runs}
+    keys = arm_keys([r for r in runs if r.hparams_in_tb] or [r for r in runs if r.hparams])
+    for run in runs:
+        if run.path not in labels:
+            labels[run.path] = arm_label(run.hparams, keys) if run.hparams else DASH
+    return labels
 
 
 def _is_baseline(values: Mapping[str, Any]) -> bool:
@@ -399,7 +415,7 @@ def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
         cons_mean, cons_std, _, _ = mean_std_ci(_values(arm.runs, "consistency"))
         ips_mean, ips_std, _, _ = mean_std_ci(_values(arm.runs, "images_per_sec"))
         params, flops = _values(arm.runs, "params"), _values(arm.runs, "flops")
-        name = arm.values.get(PAPER_KEY, arm.runs[0].hparams.get(PAPER_KEY))
+        name = str(arm.values.get(PAPER_KEY, arm.runs[0].hparams.get(PAPER_KEY)))
         rows.append(
             {
                 "arm": arm.label,
@@ -531,7 +547,7 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def runs_table(runs: Sequence[Run], root: Path, keys: Sequence[str]) -> pd.DataFrame:
+def runs_table(runs: Sequence[Run], root: Path, labels: Mapping[Path, str]) -> pd.DataFrame:
     """One row per run found (``runs.csv``): path, status, reason, arm, seed and final numbers."""
     return pd.DataFrame(
         [
@@ -539,7 +555,7 @@ def runs_table(runs: Sequence[Run], root: Path, keys: Sequence[str]) -> pd.DataF
                 "run": _rel(r.path, root),
                 "status": r.status,
                 "reason": r.reason,
-                "arm": arm_label(r.hparams, keys) if r.hparams else "",
+                "arm": labels[r.path],
                 "seed": r.seed,
                 "test_acc": r.test_acc,
                 "val_acc_best": r.val_acc_best,
@@ -649,6 +665,7 @@ class Report:
     skipped: list[Run]
     arms: list[Arm]
     keys: list[str]
+    labels: dict[Path, str]
     results: pd.DataFrame
     table: pd.DataFrame
 
@@ -739,7 +756,7 @@ def _markdown_report(rep: Report) -> str:
             listed = pd.DataFrame(
                 {
                     "run": [f"`{_rel(r.path, rep.root)}`" for r in chosen],
-                    "arm": [arm_label(r.hparams, rep.keys) if r.hparams else DASH for r in chosen],
+                    "arm": [rep.labels[r.path] for r in chosen],
                     "seed": [r.seed for r in chosen],
                     "status": [r.status for r in chosen],
                     "reason": [" ".join(r.reason.split()) for r in chosen],
@@ -784,11 +801,12 @@ def build_report(root: Path, out: Path | None = None) -> Report:
     arms = group_runs(runs)
     keys = arm_keys([r for r in runs if r.status == "completed"])
     results = summarize(arms)
-    rep = Report(root, out, runs, skipped, arms, keys, results, display_table(results))
+    labels = run_labels(runs, arms)
+    rep = Report(root, out, runs, skipped, arms, keys, labels, results, display_table(results))
 
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
-    runs_table(runs, root, keys).to_csv(out / "runs.csv", index=False)
+    runs_table(runs, root, labels).to_csv(out / "runs.csv", index=False)
     plot_val_curves(arms, out / "val_acc.png")
     plot_acc_vs_throughput(results, out / "acc_vs_throughput.png")
     rep.path.write_text(_markdown_report(rep))
@@ -810,9 +828,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         rep = build_report(args.dir, args.out)
     except UserError as err:
-        # entry.py imports Lightning (seconds): load it only on this path.
-        from downsample_lab.entry import exit_with_error
-
         exit_with_error(err)
     print(f"Report: {rep.path}")
     counts = {
@@ -832,7 +847,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ["arm", "n", "test acc %", "p vs baseline", "shift consistency %", "train images/s"],
             )
         )
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from downsample_lab.config import ShapesConfig, config_dir, validate
-from downsample_lab.entry import exit_with_error
-from downsample_lab.errors import UserError
+from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.models import build_model
 from downsample_lab.models.summary import count_params, forward_flops, layer_table
 

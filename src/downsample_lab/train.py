@@ -18,7 +18,7 @@ from downsample_lab.classifier import Classifier
 from downsample_lab.config import config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import run_dir, run_task
-from downsample_lab.trainer import build_trainer, log_hparams, tensorboard_logger
+from downsample_lab.trainer import build_trainer, distributed_job, log_hparams, tensorboard_logger
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Console-script and ``python -m`` entry point."""
-    return run_task(train, cfg, metric="val/acc_best")
+    with distributed_job():
+        return run_task(train, cfg, metric="val/acc_best")
 
 
 if __name__ == "__main__":

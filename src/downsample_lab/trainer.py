@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -42,10 +47,57 @@ def resolve_precision(trainer_cfg: DictConfig) -> tuple[str, str]:
     return "32-true", "auto: the CPU has no native bfloat16"
 
 
+def _hydra_job_command(local_rank: int) -> tuple[list[str], str]:
+    """The command that starts DDP process ``local_rank`` of the current Hydra job.
+
+    Lightning's own version re-runs ``sys.argv`` with ``hydra.run.dir``: inside a multirun that re-launches the
+    whole sweep in every process, into the wrong directory. This one re-runs only this job's overrides, into
+    this job's output directory, with its own log file and without rewriting the job's ``.hydra/`` files.
+    """
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    module = __main__.__spec__.name if __main__.__spec__ is not None else "downsample_lab.train"
+    command = [sys.executable, "-m", module, *hydra_cfg.overrides.task]
+    command += [
+        # quoted: a sweep job's directory name holds '=' and ',' from its overrides
+        f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
+        f"hydra.job.name={hydra_cfg.job.name}_ddp_process_{local_rank}",
+        "hydra.output_subdir=null",
+    ]
+    return command, hydra_cfg.runtime.cwd
+
+
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "PL_GLOBAL_SEED")
+
+
+@contextmanager
+def distributed_job() -> Iterator[None]:
+    """Leave no distributed state behind a job, so the next job of a multirun can start its own processes.
+
+    Lightning keeps the process group alive after ``fit`` (``test`` reuses it) and its launcher leaves
+    ``LOCAL_RANK``/``WORLD_SIZE``/... in the environment, from which the next Trainer in the same process would
+    conclude that someone else launched it.
+    """
+    saved = {k: os.environ.get(k) for k in _LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def build_trainer(
     trainer_cfg: DictConfig, *, run_dir: Path, callbacks: Iterable[L.Callback], logger: Any
 ) -> L.Trainer:
     """A ``lightning.Trainer`` from the ``trainer`` config group; every key of the group is a Trainer argument."""
+    if HydraConfig.initialized():
+        subprocess_script._hydra_subprocess_cmd = _hydra_job_command
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
     log.info("Precision %s (%s).", kwargs["precision"], why)
