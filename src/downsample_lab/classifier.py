@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from downsample_lab.consistency import shift_agreement
 from downsample_lab.models import build_model
 from downsample_lab.models.summary import count_params, forward_flops
 
@@ -21,13 +22,15 @@ class Classifier(L.LightningModule):
     Args:
         model: the ``model`` config group as a plain dict (saved in checkpoints, so ``eval`` can rebuild it).
         optim: the ``optim`` config group as a plain dict.
+        max_shift: ``eval.max_shift``, the largest shift (pixels) of the test-time shift-consistency check;
+            0 turns it off.
 
     Logs ``train/loss``, ``train/acc``, ``train/lr``, ``val/loss``, ``val/acc``, ``val/acc_best``,
-    ``test/loss``, ``test/acc``, ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
+    ``test/loss``, ``test/acc``, ``test/consistency``, ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
     over all processes by torchmetrics, so under DDP they cover the whole validation and test sets.
     """
 
-    def __init__(self, model: dict[str, Any], optim: dict[str, Any]) -> None:
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any], max_shift: int = 4) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = build_model(model)
@@ -44,6 +47,12 @@ class Classifier(L.LightningModule):
             metrics[f"{stage}_loss"] = MeanMetric()
         self.metrics = torch.nn.ModuleDict(metrics)
         self.val_acc_best = MaxMetric()
+        # Kept in checkpoints (torchmetrics leaves metric states out by default), so a resumed run continues the
+        # epoch's training accuracy and the best validation accuracy where the interrupted run left them.
+        for metric in (self.metrics["train_acc"], self.val_acc_best):
+            metric.persistent(True)
+        self.test_consistency = MeanMetric()
+        self.max_shift = max_shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of normalised images."""
@@ -72,8 +81,16 @@ class Classifier(L.LightningModule):
             )
 
     def on_train_start(self) -> None:
-        # The sanity check fed val metrics; the best-so-far must start from real epochs only.
-        self.val_acc_best.reset()
+        # The sanity check fed val metrics; the best-so-far must start from real epochs only (a resumed run's,
+        # from the checkpoint's).
+        if self.trainer.ckpt_path is None:
+            self.val_acc_best.reset()
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning resets the epoch's accuracy only after the epoch-end checkpoint is written, so a run resumed
+        # from that checkpoint would carry it into the next epoch. (One resumed mid-epoch skips this hook and
+        # keeps the partial counts it restored.)
+        self.metrics["train_acc"].reset()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
@@ -88,8 +105,16 @@ class Classifier(L.LightningModule):
         self.val_acc_best.update(self.metrics["val_acc"].compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
+    def on_test_start(self) -> None:
+        # The same shifts for every run and arm (per process), so consistency is comparable across runs.
+        self._shift_generator = torch.Generator(device=self.device).manual_seed(1234 + self.global_rank)
+
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+        if self.max_shift > 0:
+            agree = shift_agreement(self, batch[0], self.max_shift, self._shift_generator)
+            self.test_consistency.update(agree.float())
+            self.log("test/consistency", self.test_consistency, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD (Nesterov) or AdamW; weight decay on conv and linear weights only, not on BatchNorm or biases."""
@@ -120,6 +145,11 @@ class Classifier(L.LightningModule):
                 return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        elif cfg["schedule"] == "step":
+            # The paper recipes' "divide by 10 at epochs ...", in optimiser steps.
+            per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+            milestones = [m * per_epoch for m in cfg["milestones"]]
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["gamma"])
         else:
             sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -18,10 +18,10 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from downsample_lab.data import SOURCES
 from downsample_lab.errors import ConfigError
-from downsample_lab.models import DOWNSAMPLE_NAMES
+from downsample_lab.models import DOWNSAMPLE_NAMES, MODEL_NAMES, effective_widths
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "constant")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
@@ -50,13 +50,18 @@ def config_dir() -> Path:
 
 @dataclass
 class ModelConfig:
-    downsample: str = MISSING
-    kernel_size: int = MISSING
+    name: str = MISSING
     widths: list[int] = MISSING
-    blocks: int = MISSING
     dropout: float = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
+    # model.name=cnn only
+    downsample: str | None = None
+    kernel_size: int | None = None
+    blocks: int | None = None
+    match_params: bool | None = None
+    # the All-CNN family only
+    batch_norm: bool | None = None
 
 
 @dataclass
@@ -87,6 +92,8 @@ class OptimConfig:
     label_smoothing: float = MISSING
     schedule: str = MISSING
     warmup: float = MISSING
+    milestones: list[int] = MISSING
+    gamma: float = MISSING
 
 
 @dataclass
@@ -111,12 +118,26 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalOptions:
+    max_shift: int = MISSING
+
+
+@dataclass
+class CheckpointConfig:
+    every_n_steps: int | None = MISSING
+
+
+@dataclass
 class TrainConfig:
     seed: int = MISSING
+    resume: bool = MISSING
+    ckpt_path: str | None = MISSING
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalOptions = field(default_factory=EvalOptions)
 
 
 @dataclass
@@ -131,6 +152,7 @@ class EvalConfig:
     ckpt_path: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalOptions = field(default_factory=EvalOptions)
 
 
 def _schema_error(err: OmegaConfBaseException, schema: type) -> ConfigError:
@@ -158,7 +180,33 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, value, f"choose one of {', '.join(choices)}")
 
 
+_CNN_ONLY = ("downsample", "kernel_size", "blocks", "match_params")
+_ALLCNN_ONLY = ("batch_norm",)
+
+
 def _check_model(m: DictConfig) -> None:
+    _check_choice("model.name", m.name, MODEL_NAMES)
+    own, foreign = (_CNN_ONLY, _ALLCNN_ONLY) if m.name == "cnn" else (_ALLCNN_ONLY, _CNN_ONLY)
+    for key in own:
+        if m[key] is None:
+            raise ConfigError(f"model.{key} has no value; model.name={m.name} needs it")
+    for key in foreign:
+        if m[key] is not None:
+            raise ConfigError(
+                f"model.{key}={m[key]!r} does not apply to model.name={m.name}; remove it (it is for "
+                f"{'the All-CNN models' if key in _ALLCNN_ONLY else 'model.name=cnn'})"
+            )
+    _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
+           "give one positive width per stage, e.g. [64,128,256]")  # fmt: skip
+    _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
+    if m.name != "cnn":
+        _check(
+            len(m.widths) == 2,
+            "model.widths",
+            list(m.widths),
+            "the All-CNN models have two stages, e.g. [96,192]",
+        )
+        return
     _check_choice("model.downsample", m.downsample, DOWNSAMPLE_NAMES)
     k = m.kernel_size
     _check(
@@ -167,10 +215,11 @@ def _check_model(m: DictConfig) -> None:
         k,
         "use an odd positive size (3, 5 or 7) so padding k//2 keeps H and W",
     )
-    _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
-           "give one positive width per stage, e.g. [64,128,256]")  # fmt: skip
     _check(m.blocks >= 1, "model.blocks", m.blocks, "use at least 1 conv block per stage")
-    _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
+    try:
+        effective_widths(m)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_data(d: DictConfig) -> None:
@@ -199,6 +248,10 @@ def _check_optim(o: DictConfig) -> None:
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "use 0 or a positive value")
     _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing, "use a value in [0, 1)")
     _check(0 <= o.warmup < 1, "optim.warmup", o.warmup, "use a fraction of the training steps in [0, 1)")
+    ms = list(o.milestones)
+    _check(all(m > 0 for m in ms) and ms == sorted(ms), "optim.milestones", ms,
+           "give increasing epochs at which the step schedule multiplies the lr by optim.gamma")  # fmt: skip
+    _check(0 < o.gamma <= 1, "optim.gamma", o.gamma, "use a factor in (0, 1]")
     _check(
         not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "Nesterov needs optim.momentum > 0"
     )
@@ -241,8 +294,23 @@ def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:
         size = list(typed.input_size)
         _check(len(size) == 4 and all(n > 0 for n in size) and size[1] == 3, "input_size", size,
                "give N,C,H,W with C=3, e.g. [1,3,256,256]")  # fmt: skip
+    if "eval" in typed:
+        shift = typed.eval.max_shift
+        _check(0 <= shift < 16, "eval.max_shift", shift, "use 0 (off) or a shift in pixels below 16")
     if "data" in typed:
         _check_data(typed.data)
     if "trainer" in typed:
         _check_trainer(typed.trainer, typed.data.batch_size)
+    if "checkpoint" in typed:
+        _check_resume(typed)
     return typed
+
+
+def _check_resume(t: DictConfig) -> None:
+    n = t.checkpoint.every_n_steps
+    _check(n is None or n >= 1, "checkpoint.every_n_steps", n,
+           "use null (checkpoints at epoch ends only) or a positive number of steps")  # fmt: skip
+    if t.ckpt_path is not None and not Path(os.path.expanduser(t.ckpt_path)).is_file():
+        raise ConfigError(
+            f"ckpt_path={t.ckpt_path} is not a file; pass a .ckpt from a run's checkpoints/ folder to resume it"
+        )

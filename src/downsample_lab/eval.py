@@ -41,6 +41,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
     cfg = validate(cfg, EvalConfig)
     model = load_classifier(cfg.ckpt_path)
+    model.max_shift = cfg.eval.max_shift
     L.seed_everything(cfg.seed, workers=True)
     datamodule = CIFAR10DataModule(
         **cfg.data, channels_last=model.hparams.model["channels_last"], seed=cfg.seed

@@ -35,7 +35,7 @@ from downsample_lab.errors import UserError, exit_with_error
 
 # Config keys that never define an arm: where files live and how a run reports progress. A run that differs
 # from another only in these is the same experiment. `seed` is here because seeds are an arm's replicates.
-# `ckpt_path` belongs to eval runs, which the report skips anyway.
+# `ckpt_path`, `resume` and `checkpoint.every_n_steps` say how a run was resumed, not what it trains.
 IGNORED_KEYS = frozenset(
     {
         "seed",
@@ -45,6 +45,8 @@ IGNORED_KEYS = frozenset(
         "trainer.enable_progress_bar",
         "trainer.log_every_n_steps",
         "ckpt_path",
+        "resume",
+        "checkpoint.every_n_steps",
     }
 )
 
@@ -298,8 +300,9 @@ def load_run(path: Path) -> Run:
 
 
 def is_training_run(run: Run) -> bool:
-    """Eval runs (``python -m downsample_lab.eval``) have a ``ckpt_path`` and no model config: not an arm."""
-    return "ckpt_path" not in run.hparams
+    """Eval runs (``python -m downsample_lab.eval``) have no model config: not an arm. (Training runs have a
+    ``ckpt_path`` too, null unless resumed from a named checkpoint.)"""
+    return any(key.startswith("model.") for key in run.hparams)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from downsample_lab.config import ShapesConfig, config_dir, validate
 from downsample_lab.errors import UserError, exit_with_error
-from downsample_lab.models import build_model
+from downsample_lab.models import build_model, describe_model
 from downsample_lab.models.summary import count_params, forward_flops, layer_table
 
 
@@ -22,10 +22,7 @@ def format_shapes(cfg: DictConfig) -> str:
     size = tuple(cfg.input_size)
     model = build_model(m)
     rows = layer_table(model, size)
-    head = (
-        f"model.downsample={m.downsample} model.kernel_size={m.kernel_size} model.widths={list(m.widths)} "
-        f"model.blocks={m.blocks}; input {'x'.join(map(str, size))}"
-    )
+    head = f"{describe_model(m)}; input {'x'.join(map(str, size))}"
     lines = [head, "", f"{'layer':<22} {'type':<17} {'output shape':<18} {'params':>10}  formula"]
     for r in rows:
         shape = "x".join(map(str, r.output_shape))

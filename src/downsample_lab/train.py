@@ -1,24 +1,33 @@
 """Train one model: ``python -m downsample_lab.train [overrides]`` (or ``-m`` to sweep).
 
-Reads as a straight line: validate the config → seed → data → model → callbacks and logger → trainer → fit →
-test on the best checkpoint → return ``val/acc_best`` (the metric a Hydra sweeper would optimise).
+Reads as a straight line: validate the config → find the checkpoint to resume, if any → seed → data → model →
+callbacks and logger → trainer → fit → test on the best checkpoint → return ``val/acc_best`` (the metric a
+Hydra sweeper would optimise).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from downsample_lab.callbacks import EpochThroughput
+from downsample_lab.callbacks import EpochThroughput, MidEpochCheckpoint, RunState, StopOnNonFiniteLoss
 from downsample_lab.classifier import Classifier
 from downsample_lab.config import config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import run_dir, run_task
-from downsample_lab.trainer import build_trainer, distributed_job, log_hparams, tensorboard_logger
+from downsample_lab.errors import ConfigError, UserError
+from downsample_lab.models import describe_model
+from downsample_lab.trainer import build_trainer, distributed_job, flatten, log_hparams, tensorboard_logger
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +36,95 @@ def run_name(cfg: DictConfig) -> str:
     """The TensorBoard run's name: the choices that tell runs of the study apart."""
     m = cfg.model
     widths = "-".join(str(w) for w in m.widths)
+    if m.name != "cnn":
+        return f"model={m.name},widths={widths},seed={cfg.seed}"
     return f"downsample={m.downsample},kernel_size={m.kernel_size},widths={widths},seed={cfg.seed}"
 
 
+# Keys a resumed run may set differently from the run it continues: where files are, and what is shown.
+RESUME_MAY_CHANGE = (
+    "resume", "ckpt_path", "data.root", "data.cache_dir", "data.download", "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps", "checkpoint.every_n_steps",
+)  # fmt: skip
+
+
+def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, int] | None:
+    """The checkpoint to continue from and its global step, or None to start afresh.
+
+    ``ckpt_path`` names it; ``resume=true`` means ``<run dir>/checkpoints/last.ckpt``, which a sweep job may
+    lack (it never started, or was killed before its first checkpoint) and then starts afresh. The file is read
+    here (``weights_only=True``) so that a damaged one, one without training state or one from a run with
+    another config stops the run with one sentence before anything is built.
+    """
+    if cfg.ckpt_path is not None:
+        path = Path(cfg.ckpt_path).expanduser()
+    elif cfg.resume:
+        path = out / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            # A sweep job that never started, or was killed before its first checkpoint; or a DDP process
+            # (LOCAL_RANK > 0) started by a process that took that decision already.
+            if HydraConfig.get().mode == RunMode.MULTIRUN or int(os.environ.get("LOCAL_RANK", 0)) > 0:
+                log.info("resume=true: %s holds no checkpoint yet, so this job starts from scratch.", out)
+                return None
+            raise ConfigError(
+                f"resume=true but {path} does not exist; pass the interrupted run's directory with "
+                "hydra.run.dir=<run dir> (or a checkpoint with ckpt_path=<file.ckpt>), or drop resume=true"
+            )
+    else:
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(
+            f"cannot resume from checkpoint {path} ({reason}); it is damaged or not a checkpoint, so pass an "
+            "earlier one with ckpt_path=<file.ckpt> or start a new run without resume=true"
+        ) from None
+    if not isinstance(ckpt, dict) or "loops" not in ckpt or "optimizer_states" not in ckpt:
+        raise UserError(
+            f"cannot resume from checkpoint {path}: it holds no training state; pass a last.ckpt or "
+            "best-*.ckpt written by downsample_lab.train"
+        )
+    _check_same_run(cfg, ckpt.get("run_config"), path)
+    return path, int(ckpt["global_step"])
+
+
+def _check_same_run(cfg: DictConfig, saved: dict[str, Any] | None, path: Path) -> None:
+    # Hydra has already overwritten the run's .hydra/config.yaml with this command's config, so the checkpoint
+    # carries the config it was trained with; continuing it under another one would mix two runs.
+    if saved is None:
+        log.warning("Checkpoint %s records no run config (written by an older version): not compared.", path)
+        return
+    now, then = flatten(OmegaConf.to_container(cfg, resolve=True)), flatten(saved)
+    differ = [
+        k
+        for k in sorted(now.keys() | then.keys())
+        if k not in RESUME_MAY_CHANGE and now.get(k) != then.get(k)
+    ]
+    if differ:
+        key = differ[0]
+        more = f" (and {len(differ) - 1} more keys)" if len(differ) > 1 else ""
+        raise ConfigError(
+            f"cannot resume from checkpoint {path}: {key}={now.get(key)} here but {then.get(key)} in the run that "
+            f"wrote it{more}; resume with that run's own overrides"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then test the best checkpoint; returns the final metrics."""
+    """Fit (or continue an interrupted fit), then test the best checkpoint; returns the final metrics."""
     cfg = validate(cfg)
     out = run_dir()
+    resume = resume_point(cfg, out)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
     model = Classifier(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        max_shift=cfg.eval.max_shift,
     )
-    log.info("Model: %s downsampling, %d parameters, %d forward FLOPs per image; channels_last=%s, compile=%s.",
-             cfg.model.downsample, model.n_params, model.flops_per_image, cfg.model.channels_last,
+    log.info("Model: %s, %d parameters, %d forward FLOPs per image; channels_last=%s, compile=%s.",
+             describe_model(cfg.model), model.n_params, model.flops_per_image, cfg.model.channels_last,
              cfg.model.compile)  # fmt: skip
 
     checkpoint = ModelCheckpoint(
@@ -51,18 +133,39 @@ def train(cfg: DictConfig) -> dict[str, float]:
         auto_insert_metric_name=False,
         monitor="val/acc",
         mode="max",
-        save_last=True,
     )
+    # last.ckpt at every epoch end and, with checkpoint.every_n_steps, every that many steps: what resume=true
+    # continues from. (The best checkpoint's save_last=True would refresh it only when val/acc improves.)
+    last = dict(dirpath=out / "checkpoints", filename="last", enable_version_counter=False)
+    callbacks = [
+        checkpoint,
+        ModelCheckpoint(**last, save_on_train_epoch_end=True),
+        EpochThroughput(),
+        RunState(OmegaConf.to_container(cfg, resolve=True)),
+        StopOnNonFiniteLoss(
+            cfg.trainer.log_every_n_steps, cfg.checkpoint.every_n_steps, out / "checkpoints" / "last.ckpt"
+        ),
+    ]
+    if cfg.checkpoint.every_n_steps is not None:
+        callbacks.append(MidEpochCheckpoint(**last, every_n_train_steps=cfg.checkpoint.every_n_steps))
     logger = tensorboard_logger(out, run_name(cfg))
-    trainer = build_trainer(
-        cfg.trainer, run_dir=out, callbacks=[checkpoint, EpochThroughput()], logger=logger
-    )
+    if resume is not None:
+        # The same TensorBoard run (same directory and name) continues from the checkpoint's step; purge_step
+        # (a SummaryWriter argument) hides what the interrupted run logged after that step, so one curve shows.
+        logger._kwargs["purge_step"] = resume[1]
+    trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=callbacks, logger=logger)
     log_hparams(logger, cfg, precision=str(trainer.precision))
 
-    trainer.fit(model, datamodule=datamodule)
+    if resume is not None:
+        log.info("Resuming from %s (step %d).", *resume)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume[0] if resume else None, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if "val/acc_best" not in metrics and checkpoint.best_model_score is not None:
+        # Resumed from a checkpoint of its last epoch: nothing was logged, but the best score came back with
+        # the checkpoint callback's state.
+        metrics["val/acc_best"] = float(checkpoint.best_model_score)
     # fast_dev_run writes no checkpoint: test the weights in memory then.
-    ckpt = "best" if checkpoint.best_model_path else None
+    ckpt = checkpoint.best_model_path or None
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
@@ -75,7 +178,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     """Console-script and ``python -m`` entry point."""
     with distributed_job():
-        return run_task(train, cfg, metric="val/acc_best")
+        return run_task(train, cfg, metric="val/acc_best", skip_completed=cfg.get("resume") is True)
 
 
 if __name__ == "__main__":

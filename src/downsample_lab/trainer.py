@@ -20,10 +20,19 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from downsample_lab.models import effective_widths
+
 log = logging.getLogger(__name__)
 
 # The final metrics that TensorBoard's HParams tab shows beside each run's choices.
-HPARAM_METRICS = ("val/acc_best", "test/acc", "train/images_per_sec", "model/params", "model/flops_per_image")
+HPARAM_METRICS = (
+    "val/acc_best",
+    "test/acc",
+    "test/consistency",
+    "train/images_per_sec",
+    "model/params",
+    "model/flops_per_image",
+)
 
 
 def _uses_cuda(trainer_cfg: DictConfig) -> bool:
@@ -135,6 +144,8 @@ def log_hparams(
     """
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
     flat["trainer.precision"] = precision  # what ran, not "auto"
+    if cfg.model.name == "cnn":  # what was built: differs from model.widths with model.match_params=true
+        flat["model.effective_widths"] = json.dumps(effective_widths(cfg.model))
     exp, ssi, sei = hparams_summary(flat, dict.fromkeys(metrics, 0.0))
     writer = logger.experiment._get_file_writer()  # as Lightning does for its own hparams
     for summary in (exp, ssi, sei):

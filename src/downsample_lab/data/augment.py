@@ -39,3 +39,26 @@ def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor
     inv_std = 1.0 / (torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1) * 255)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return ((images.float() - mean) * inv_std).contiguous(memory_format=fmt)
+
+
+def random_circular_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift every image of ``(N, C, H, W)`` circularly by its own random (dy, dx) in ``[-max_shift, max_shift]``.
+
+    Circular, so no content is lost or invented at the borders: a model that is shift-invariant by
+    construction gives exactly the same output for every shift.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    dy = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=generator, device=device)
+    dx = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=generator, device=device)
+    rows = (torch.arange(h, device=device) - dy) % h
+    cols = (torch.arange(w, device=device) - dx) % w
+    batch_idx = torch.arange(n, device=device)[:, None, None]
+    shifted = images[batch_idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return shifted.contiguous(
+        memory_format=torch.channels_last if _is_channels_last(images) else torch.contiguous_format
+    )
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

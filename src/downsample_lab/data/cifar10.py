@@ -263,6 +263,10 @@ class TensorBatches:
     the global batch is what the config says on any number of devices. The last partial batch is dropped, as is
     usual for training, unless the data is smaller than one batch. For evaluation (``shuffle=False``), process
     ``rank`` takes a contiguous shard of the whole set and nothing is dropped or repeated.
+
+    Stateful for exact resumption: Lightning's fit loop saves :meth:`state_dict` (the epoch and how many batches
+    of it were handed out) in every checkpoint and gives it back through :meth:`load_state_dict` before the
+    first iteration after a restart, which then skips the batches the interrupted run already trained on.
     """
 
     def __init__(
@@ -279,6 +283,9 @@ class TensorBatches:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed, self.epoch_fn = batch_size, shuffle, seed, epoch_fn
         self.rank, self.world_size = rank, world_size
+        self._epoch = 0  # the epoch being iterated and how many of its batches were handed out
+        self._position = 0
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches) from a checkpoint, not applied yet
 
     def _indices(self) -> list[torch.Tensor]:
         n = len(self.labels)
@@ -299,9 +306,25 @@ class TensorBatches:
         return max(1, n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for idx in self._indices():
+        # A generator: the body runs at the first next(), when Lightning has set the epoch of a restart.
+        self._epoch, start = self.epoch_fn(), 0
+        if self._resume_at is not None:
+            # A checkpoint taken at the very end of an epoch is resumed at the start of the next one.
+            epoch, consumed = self._resume_at
+            start = consumed if epoch == self._epoch else 0
+            self._resume_at = None
+        batches = self._indices()
+        for self._position, idx in enumerate(batches[start:], start + 1):
             idx = idx.to(self.images.device)
             yield self.images[idx], self.labels[idx]
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch being iterated and how many of its batches were handed out (saved in checkpoints)."""
+        return {"epoch": self._epoch, "batches": self._position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration skip the batches of ``state["epoch"]`` that were handed out already."""
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
 
 
 class CIFAR10DataModule(L.LightningDataModule):

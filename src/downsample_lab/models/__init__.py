@@ -1,6 +1,18 @@
-"""Model code: the downsampling layers and the CNN that uses them."""
+"""Model code: the downsampling layers, the CNN that uses them, and the All-CNN family."""
 
-from downsample_lab.models.cnn import DownsampleCNN, build_model
+from downsample_lab.models.allcnn import ALLCNN_VARIANTS, AllCNNC
+from downsample_lab.models.cnn import DownsampleCNN
 from downsample_lab.models.downsample import DOWNSAMPLE_NAMES, create_downsample
+from downsample_lab.models.factory import MODEL_NAMES, build_model, describe_model, effective_widths
 
-__all__ = ["DOWNSAMPLE_NAMES", "DownsampleCNN", "build_model", "create_downsample"]
+__all__ = [
+    "ALLCNN_VARIANTS",
+    "DOWNSAMPLE_NAMES",
+    "MODEL_NAMES",
+    "AllCNNC",
+    "DownsampleCNN",
+    "build_model",
+    "create_downsample",
+    "describe_model",
+    "effective_widths",
+]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -63,14 +62,3 @@ class DownsampleCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map a batch of normalised images ``(N, 3, H, W)`` to class logits ``(N, num_classes)``."""
         return self.head(self.stages(self.stem(x)))
-
-
-def build_model(model_cfg: Mapping[str, Any]) -> DownsampleCNN:
-    """Build the network from the ``model`` config group (a validated DictConfig or a plain dict)."""
-    return DownsampleCNN(
-        widths=list(model_cfg["widths"]),
-        blocks=int(model_cfg["blocks"]),
-        kernel_size=int(model_cfg["kernel_size"]),
-        downsample=str(model_cfg["downsample"]),
-        dropout=float(model_cfg["dropout"]),
-    )

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Reproduce the downsampling ablation with one command: run the sweep, then write the report.
+#
+#   scripts/reproduce_ablation.sh quick  [overrides]   # experiment=ablation_quick: 5 arms x 3 seeds, ~25 min on 2 CPU cores
+#   scripts/reproduce_ablation.sh full   [overrides]   # experiment=ablation: 5 arms x 5 seeds, one GPU
+#   scripts/reproduce_ablation.sh allcnn [overrides]   # experiment=allcnn: Springenberg et al. Table 3, one GPU, hours
+#   scripts/reproduce_ablation.sh allcnn_quick [overrides]
+#
+# Overrides go to every job, e.g. a local copy of CIFAR-10:
+#   scripts/reproduce_ablation.sh quick data.source=folder data.root=~/.cache/cifar10/cifar10-jpeg
+# The report is written even when some jobs failed (they are listed in it); the exit code is then non-zero.
+set -uo pipefail
+
+mode="${1:-quick}"
+[ $# -gt 0 ] && shift
+case "$mode" in
+  quick) experiment=ablation_quick ;;
+  full) experiment=ablation ;;
+  allcnn) experiment=allcnn ;;
+  allcnn_quick) experiment=allcnn_quick ;;
+  *) echo "error: unknown mode '$mode'; use quick, full, allcnn or allcnn_quick" >&2; exit 2 ;;
+esac
+
+python="${PYTHON:-python}"
+sweep_dir="${SWEEP_DIR:-outputs/${experiment}/$(date +%Y-%m-%d_%H-%M-%S)}"
+
+"$python" -m downsample_lab.train -m "experiment=${experiment}" "hydra.sweep.dir=${sweep_dir}" "$@"
+sweep_status=$?
+if [ ! -d "$sweep_dir" ]; then
+  exit "$sweep_status"
+fi
+"$python" -m downsample_lab.report "$sweep_dir" || exit $?
+echo "Report: ${sweep_dir}/report.md"
+exit "$sweep_status"

@@ -1,0 +1,126 @@
+"""The benchmark: its entry point writes every number it promises, and both paths it times really train.
+
+Speed itself is never asserted here: it is measured by ``python -m downsample_lab.bench`` and recorded in
+docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from downsample_lab.bench import Plan, RawLoop, build_classifier, run_lightning, validate_bench
+from downsample_lab.data import CIFAR10DataModule
+from downsample_lab.errors import ConfigError
+
+from .conftest import compose_config, run_cli
+
+# Two strategies, a 1-k-parameter net, windows of two steps: seconds, not minutes.
+TINY_BENCH = [
+    "bench.strategies=[maxpool,conv]",
+    "bench.warmup_steps=1",
+    "bench.window_steps=2",
+    "bench.windows=3",
+    "model.widths=[4,8]",
+    "model.blocks=1",
+    "data.synthetic_train_size=320",
+    "data.synthetic_test_size=100",
+    "data.val_size=64",
+    "data.batch_size=64",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def test_bench_writes_every_strategy_with_ratio_versions_and_hardware(tmp_path):
+    result = run_cli(
+        "bench", *TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert list(record["results"]) == ["maxpool", "conv"]
+    for name, r in record["results"].items():
+        raw, lit = r["raw"], r["lightning"]
+        for path in (raw, lit):
+            assert len(path["window_images_per_sec"]) == 3
+            assert path["images_per_sec"] > 0 and path["flops_per_sec"] > 0 and path["peak_memory_bytes"] > 0
+            assert path["flops_per_sec"] == pytest.approx(3 * r["flops_per_image"] * path["images_per_sec"])
+        assert r["ratio"] == pytest.approx(lit["images_per_sec"] / raw["images_per_sec"])
+        pairs = zip(lit["window_images_per_sec"], raw["window_images_per_sec"], strict=True)
+        assert r["window_ratios"] == pytest.approx([lw / rw for lw, rw in pairs])
+        best = max(lit["window_images_per_sec"]) / max(raw["window_images_per_sec"])
+        assert r["best_ratio"] == pytest.approx(best)
+        assert r["params"] > 0 and r["flops_per_image"] > 0
+        assert r["other_cpu_cores"] is None or r["other_cpu_cores"] >= 0
+        assert name in result.stdout  # the printed table has a row per strategy
+    assert set(record["versions"]) >= {"python", "torch", "lightning"}
+    assert record["versions"]["torch"] == torch.__version__
+    hw = record["hardware"]
+    assert hw["device"] == "cpu" and hw["cpu_count"] >= 1 and hw["cpu_model"] and "gpu" in hw
+    assert record["precision"] in ("32-true", "bf16-mixed")  # trainer.precision=auto, resolved
+    assert record["config"]["bench"]["windows"] == 3 and record["date"] and record["memory_kind"]
+    assert record["command"].startswith("python -m downsample_lab.bench bench.strategies=[maxpool,conv]")
+    # the Lightning path logs to TensorBoard as a training run does
+    assert (tmp_path / "run" / "tb" / "bench,downsample=conv").is_dir()
+
+
+def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
+    """Same initial weights, batches, augmentation, loss and optimiser: interleaved, the two paths' losses still
+    agree window by window, and fall."""
+    overrides = [
+        *TINY_BENCH,
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "trainer.precision=32-true",
+        "optim.schedule=constant",
+        "optim.lr=0.05",
+    ]
+    cfg = validate_bench(compose_config("bench", overrides, run_dir=tmp_path / "run"))
+    plan = Plan(warmup_steps=1, window_steps=3, windows=4)
+    dm = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    dm.prepare_data()
+    dm.setup("fit")
+    raw_clf = build_classifier(cfg, "conv")
+    raw_before = [p.detach().clone() for p in raw_clf.net.parameters()]
+    raw = RawLoop(raw_clf, dm.train_set, cfg, torch.device("cpu"), "32-true", plan.total_steps)
+    raw.run(plan.warmup_steps)
+    lit_clf = build_classifier(cfg, "conv")
+    lit_before = [p.detach().clone() for p in lit_clf.net.parameters()]
+    lit, raw_result = run_lightning(lit_clf, cfg, tmp_path / "run", "test", plan, raw)
+
+    assert raw.steps_done == plan.total_steps
+    for clf, before in ((raw_clf, raw_before), (lit_clf, lit_before)):
+        after = [p.detach().cpu() for p in clf.net.parameters()]
+        assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    for res in (raw_result, lit):
+        assert len(res.window_images_per_sec) == plan.windows and min(res.window_images_per_sec) > 0
+        assert len(res.losses) == plan.windows and all(math.isfinite(x) for x in res.losses)
+        assert res.losses[-1] < res.losses[0], res.losses
+    assert raw_result.losses == pytest.approx(lit.losses, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["bench.strategies=[maxpool,strided]"], r"bench.strategies=\['maxpool', 'strided'\] is not valid; list one or more of maxpool, conv"),
+        (["bench.windows=0"], r"bench.windows=0 is not valid; use an integer >= 1"),
+        (["bench.warmup_steps=0"], r"bench.warmup_steps=0 is not valid; use an integer >= 1"),
+        (["trainer.devices=2"], r"trainer.devices=2 trainer.num_nodes=1 is not valid for the bench"),
+        (["trainer.fast_dev_run=true"], r"trainer.fast_dev_run=True is not valid for the bench"),
+        (["trainer.precision=bf16-true"], r"trainer.precision=bf16-true \(runs as bf16-true\) is not supported"),
+        (["model.widths=[]"], r"model.widths=\[\] is not valid"),
+        (["+bench.repeats=3"], r"bench.repeats is not a config key; the bench group has: strategies"),
+    ],
+)  # fmt: skip
+def test_bad_bench_config_is_named_in_one_sentence(overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_bench(compose_config("bench", overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_bad_override_from_the_command_line_exits_2(tmp_path):
+    result = run_cli("bench", "bench.strategies=[strided]", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "error: bench.strategies=['strided'] is not valid" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,153 @@
+"""Resuming an interrupted run: a training killed mid-epoch continues to the same weights, metrics and curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from downsample_lab.errors import ConfigError, UserError
+from downsample_lab.train import train
+
+from .conftest import REPO, TINY, compose_config
+
+# 960 training images in batches of 32: 30 steps an epoch, 90 in all; last.ckpt every 7 steps, so the first
+# checkpoint (step 7) is mid-epoch and the run has 80-odd steps left when it is killed there.
+STEPS_PER_EPOCH = 30
+KILL_RUN = {
+    **dict(o.split("=", 1) for o in TINY),
+    "data.synthetic_train_size": "1024",
+    "data.batch_size": "32",
+    "trainer.max_epochs": "3",
+    "trainer.log_every_n_steps": "5",
+    "trainer.deterministic": "true",
+    "checkpoint.every_n_steps": "7",
+}
+TIMING = {"train/images_per_sec", "train/epoch_time"}  # wall-clock figures: the only ones allowed to differ
+
+
+def _command(run_dir: Path, cache: Path, *extra: str) -> list[str]:
+    overrides = [f"{k}={v}" for k, v in KILL_RUN.items()]
+    return [sys.executable, "-m", "downsample_lab.train", *overrides, f"data.cache_dir={cache}",
+            f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory) -> dict[str, Path]:
+    """An uninterrupted run, and the same run SIGKILLed after its first mid-epoch checkpoint, then resumed."""
+    tmp = tmp_path_factory.mktemp("resume")
+    cache, full, killed = tmp / "cache", tmp / "full", tmp / "killed"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": REPO, "env": env}
+    reference = subprocess.Popen(_command(full, cache), **quiet)  # side by side: the wait is mostly imports
+    victim = subprocess.Popen(_command(killed, cache), **quiet)
+    last = (
+        killed / "checkpoints" / "last.ckpt"
+    )  # written to a temporary name, then renamed: complete when seen
+    deadline = time.monotonic() + 300
+    while not last.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL, "the run ended before its first checkpoint could be seen"
+    assert reference.wait(timeout=300) == 0
+    # copy what the kill left, for the tests below
+    state = torch.load(last, weights_only=True)
+    (tmp / "at_kill.json").write_text(
+        json.dumps({"status": json.loads((killed / "status.json").read_text())["status"],
+                    "step": state["global_step"],
+                    "loader": state["loops"]["fit_loop"]["state_dict"]["combined_loader"]})
+    )  # fmt: skip
+    (tmp / "at_kill.ckpt").write_bytes(last.read_bytes())
+    resumed = subprocess.run(
+        _command(killed, cache, "resume=true"), capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return {"full": full, "killed": killed, "at_kill": tmp / "at_kill.json", "ckpt": tmp / "at_kill.ckpt",
+            "cache": cache}  # fmt: skip
+
+
+def test_the_run_was_killed_mid_epoch(killed_and_resumed):
+    at_kill = json.loads(killed_and_resumed["at_kill"].read_text())
+    assert at_kill["status"] == "running"  # SIGKILL: nothing could record the end
+    assert at_kill["step"] % STEPS_PER_EPOCH != 0, at_kill
+    assert (
+        at_kill["loader"][0]["batches"] == at_kill["step"] % STEPS_PER_EPOCH
+    )  # batches of this epoch handed out
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights_and_metrics(killed_and_resumed):
+    full, killed = killed_and_resumed["full"], killed_and_resumed["killed"]
+    expected = json.loads((full / "status.json").read_text())
+    got = json.loads((killed / "status.json").read_text())
+    assert got["status"] == "completed"
+    assert set(got["metrics"]) == set(expected["metrics"])
+    for key, value in expected["metrics"].items():
+        if key not in TIMING:
+            assert got["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    a = torch.load(full / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 3 * STEPS_PER_EPOCH
+    worst = max(
+        (a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item()
+        for k in a["state_dict"]
+    )
+    assert set(a["state_dict"]) == set(b["state_dict"])
+    assert worst <= 1e-6, f"max |weight difference| = {worst}"
+    # the best checkpoint, and so the test metrics, are the same file name and score
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == sorted(
+        p.name for p in (killed / "checkpoints").iterdir()
+    )
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    (tb_run,) = (run_dir / "tb").iterdir()
+    acc = EventAccumulator(str(tb_run))  # TensorBoard's own reader: applies the resumed run's purge_step
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_shows_one_continuous_curve(killed_and_resumed):
+    expected, got = _scalars(killed_and_resumed["full"]), _scalars(killed_and_resumed["killed"])
+    for tag in ("train/loss", "train/lr", "train/acc", "val/acc", "val/loss", "val/acc_best", "test/acc"):
+        assert [step for step, _ in got[tag]] == [step for step, _ in expected[tag]], tag  # each step once
+        assert [v for _, v in got[tag]] == pytest.approx([v for _, v in expected[tag]], abs=1e-6), tag
+
+
+def test_truncated_checkpoint_is_refused_in_one_sentence(killed_and_resumed, tmp_path):
+    whole = killed_and_resumed["ckpt"].read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    overrides = [f"{k}={v}" for k, v in KILL_RUN.items()] + [f"data.cache_dir={killed_and_resumed['cache']}"]
+    cfg = compose_config("train", [*overrides, f"ckpt_path={cut}"], run_dir=tmp_path / "run")
+    with pytest.raises(UserError, match=f"cannot resume from checkpoint {cut} ") as info:
+        train(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_resume_refuses_another_runs_config(killed_and_resumed, tmp_path):
+    overrides = [f"{k}={v}" for k, v in KILL_RUN.items()] + [f"data.cache_dir={killed_and_resumed['cache']}"]
+    ckpt = killed_and_resumed["ckpt"]
+    cfg = compose_config(
+        "train", [*overrides, "model.widths=[4,16]", f"ckpt_path={ckpt}"], run_dir=tmp_path / "r"
+    )
+    with pytest.raises(
+        ConfigError, match=r"model.widths=\[4, 16\] here but \[4, 8\] in the run that wrote it"
+    ):
+        train(cfg)
+
+
+def test_resume_without_a_checkpoint_names_what_to_pass(tmp_path, tiny_overrides):
+    # a single run that has no last.ckpt: most likely hydra.run.dir was forgotten (a new directory)
+    cfg = compose_config("train", [*tiny_overrides, "resume=true"], run_dir=tmp_path / "new")
+    with pytest.raises(
+        ConfigError, match=r"resume=true but .*last.ckpt does not exist; pass .*hydra.run.dir="
+    ):
+        train(cfg)
