@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the downsampling ablation with one command: run the sweep, then write the report.
 #
-#   scripts/reproduce_ablation.sh quick  [overrides]   # experiment=ablation_quick: 5 arms x 3 seeds, ~25 min on 2 CPU cores
+#   scripts/reproduce_ablation.sh quick  [overrides]   # experiment=ablation_quick: 5 arms x 3 seeds, ~20 min on 2 CPU cores
 #   scripts/reproduce_ablation.sh full   [overrides]   # experiment=ablation: 5 arms x 5 seeds, one GPU
 #   scripts/reproduce_ablation.sh allcnn [overrides]   # experiment=allcnn: Springenberg et al. Table 3, one GPU, hours
 #   scripts/reproduce_ablation.sh allcnn_quick [overrides]
@@ -29,6 +29,5 @@ sweep_status=$?
 if [ ! -d "$sweep_dir" ]; then
   exit "$sweep_status"
 fi
-"$python" -m downsample_lab.report "$sweep_dir" || exit $?
-echo "Report: ${sweep_dir}/report.md"
+"$python" -m downsample_lab.report "$sweep_dir" || exit $?   # prints "Report: <sweep dir>/report.md"
 exit "$sweep_status"

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from downsample_lab.bench import Plan, RawLoop, build_classifier, run_lightning, validate_bench
+from downsample_lab.config import SCHEDULES
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.errors import ConfigError
 
@@ -98,6 +99,20 @@ def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
         assert len(res.losses) == plan.windows and all(math.isfinite(x) for x in res.losses)
         assert res.losses[-1] < res.losses[0], res.losses
     assert raw_result.losses == pytest.approx(lit.losses, rel=1e-4)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_raw_loop_takes_each_schedule_from_the_classifier(tmp_path, schedule):
+    """``configure_optimizers`` runs against the raw loop's stand-in trainer for every schedule."""
+    overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", f"optim.schedule={schedule}"]
+    cfg = validate_bench(compose_config("bench", overrides))
+    dm = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    dm.setup("fit")
+    raw = RawLoop(build_classifier(cfg, "maxpool"), dm.train_set, cfg, torch.device("cpu"), "32-true", 4)
+    assert raw.run(4) == 4 * cfg.data.batch_size
+    assert math.isfinite(float(raw.last_loss)) and math.isfinite(raw.opt.param_groups[0]["lr"])
+    with pytest.raises(ValueError, match="the schedule has 4 steps"):
+        raw.run(1)
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 # The precisions both paths run the same way: plain float32, or autocast (with a GradScaler for float16).
 BENCH_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 PATHS = ("raw", "lightning")
+LIGHTNING_MAX_EPOCHS = -1  # no epoch limit: max_steps ends the Lightning path's run
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,8 +282,9 @@ def epoch_batches(n: int, batch_size: int, limit: Any, seed: int, epoch: int) ->
 class RawLoop:
     """Path (a): a hand-written training loop over ``clf.net``, run a given number of steps at a time.
 
-    The optimiser and LR schedule come from ``clf.configure_optimizers``, which reads only
-    ``trainer.estimated_stepping_batches`` from its trainer (given here as ``total_steps``). The data is ``train``
+    The optimiser and LR schedule come from ``clf.configure_optimizers``, given a stand-in for the trainer with
+    the two attributes it reads, as the Lightning path's trainer has them (``total_steps`` steps,
+    ``max_epochs=-1``). The data is ``train``
     held where the data module holds it (``data.on_device``: on the GPU by default, in host memory on a CPU).
     The loop keeps its own global-RNG state, so the steps it draws are the same whether or not other work runs
     between its calls.
@@ -299,7 +301,9 @@ class RawLoop:
     ) -> None:
         self.device, self.cfg = device, cfg
         self.net = clf.net.to(device).train()
-        clf.trainer = SimpleNamespace(estimated_stepping_batches=total_steps)  # type: ignore[assignment]
+        clf.trainer = SimpleNamespace(  # type: ignore[assignment]
+            estimated_stepping_batches=total_steps, max_epochs=LIGHTNING_MAX_EPOCHS
+        )
         try:
             opt_cfg = clf.configure_optimizers()
         finally:
@@ -313,9 +317,8 @@ class RawLoop:
         self.total_steps, self.steps_done = total_steps, 0
         self.last_loss: torch.Tensor | None = None
         self._batches = self._batch_indices()
-        self._rng = (
-            self._get_rng()
-        )  # the state right after the seeded model build, as Lightning's run sees it
+        # The RNG state right after the seeded model build: where the Lightning path's draws start too.
+        self._rng = self._get_rng()
 
     def _get_rng(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
@@ -349,11 +352,7 @@ class RawLoop:
         if self.steps_done + steps > self.total_steps:
             raise ValueError(f"the schedule has {self.total_steps} steps; {self.steps_done} are done")
         c = self.cfg
-        smoothing, clip, channels_last = (
-            c.optim.label_smoothing,
-            c.trainer.gradient_clip_val,
-            c.model.channels_last,
-        )
+        smoothing, clip = c.optim.label_smoothing, c.trainer.gradient_clip_val
         images = 0
         with self._own_rng():
             for _ in range(steps):
@@ -362,7 +361,7 @@ class RawLoop:
                 y = self.labels[idx].to(self.device, non_blocking=True)
                 if c.data.augment:
                     x = random_crop_flip(x)
-                x = normalize(x, channels_last)
+                x = normalize(x, c.model.channels_last)
                 with self.autocast():
                     loss = F.cross_entropy(self.net(x), y, label_smoothing=smoothing)
                 self.opt.zero_grad(set_to_none=True)
@@ -452,7 +451,7 @@ def run_lightning(
     other_bytes = allocated_memory(bench_device(cfg.trainer))  # the raw loop's model and data, on a GPU
     datamodule = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
     trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
-    trainer_cfg.max_epochs = -1  # max_steps ends the run
+    trainer_cfg.max_epochs = LIGHTNING_MAX_EPOCHS
     trainer_cfg.max_steps = plan.total_steps
     trainer_cfg.limit_val_batches = 0  # no validation loop and no sanity check: timing excludes evaluation
     trainer_cfg.num_sanity_val_steps = 0
