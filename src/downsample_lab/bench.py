@@ -66,7 +66,7 @@ from downsample_lab.entry import run_dir, run_task
 from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES
 from downsample_lab.trainer import (
-    _uses_cuda,
+    uses_cuda,
     build_trainer,
     distributed_job,
     resolve_precision,
@@ -127,7 +127,7 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
             raise ConfigError(f"bench.{key}={b[key]} is not valid; use an integer >= 1")
     devices = t.devices
     one = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
-    one = one or (devices == "auto" and not (_uses_cuda(t) and torch.cuda.device_count() > 1))
+    one = one or (devices == "auto" and not (uses_cuda(t) and torch.cuda.device_count() > 1))
     if not one or t.num_nodes != 1:
         raise ConfigError(
             f"trainer.devices={t.devices} trainer.num_nodes={t.num_nodes} is not valid for the bench; it compares "
@@ -187,7 +187,7 @@ class PathResult:
 
 def bench_device(trainer_cfg: DictConfig) -> torch.device:
     """The device Lightning trains on for this ``trainer`` group; the raw loop uses the same."""
-    if _uses_cuda(trainer_cfg):
+    if uses_cuda(trainer_cfg):
         devices = trainer_cfg.devices
         return torch.device("cuda", int(devices[0]) if OmegaConf.is_list(devices) else 0)
     if trainer_cfg.accelerator == "mps" or (

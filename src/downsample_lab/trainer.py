@@ -35,7 +35,8 @@ HPARAM_METRICS = (
 )
 
 
-def _uses_cuda(trainer_cfg: DictConfig) -> bool:
+def uses_cuda(trainer_cfg: DictConfig) -> bool:
+    """Whether the ``trainer`` config group runs on a CUDA GPU."""
     return trainer_cfg.accelerator in ("gpu", "cuda") or (
         trainer_cfg.accelerator == "auto" and torch.cuda.is_available()
     )
@@ -45,7 +46,7 @@ def resolve_precision(trainer_cfg: DictConfig) -> tuple[str, str]:
     """Turn ``trainer.precision=auto`` into the fastest precision the hardware runs well, and say why."""
     if trainer_cfg.precision != "auto":
         return trainer_cfg.precision, "as configured"
-    if _uses_cuda(trainer_cfg):
+    if uses_cuda(trainer_cfg):
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16-mixed", "auto: the GPU supports bfloat16"
         return "16-mixed", "auto: the GPU lacks bfloat16"
