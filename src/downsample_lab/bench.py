@@ -66,11 +66,11 @@ from downsample_lab.entry import run_dir, run_task
 from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES
 from downsample_lab.trainer import (
-    uses_cuda,
     build_trainer,
     distributed_job,
     resolve_precision,
     tensorboard_logger,
+    uses_cuda,
 )
 
 log = logging.getLogger(__name__)
