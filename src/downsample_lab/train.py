@@ -148,11 +148,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ]
     if cfg.checkpoint.every_n_steps is not None:
         callbacks.append(MidEpochCheckpoint(**last, every_n_train_steps=cfg.checkpoint.every_n_steps))
-    logger = tensorboard_logger(out, run_name(cfg))
-    if resume is not None:
-        # The same TensorBoard run (same directory and name) continues from the checkpoint's step; purge_step
-        # (a SummaryWriter argument) hides what the interrupted run logged after that step, so one curve shows.
-        logger._kwargs["purge_step"] = resume[1]
+    # A resumed run continues the same TensorBoard run (same directory and name) from the checkpoint's step.
+    logger = tensorboard_logger(out, run_name(cfg), purge_step=resume[1] if resume else None)
     trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=callbacks, logger=logger)
     log_hparams(logger, cfg, precision=str(trainer.precision))
 

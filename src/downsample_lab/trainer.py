@@ -128,9 +128,16 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def tensorboard_logger(run_dir: Path, run_name: str) -> TensorBoardLogger:
-    """TensorBoard run ``<run_dir>/tb/<run_name>``; ``tensorboard --logdir outputs`` finds every run of every sweep."""
-    return TensorBoardLogger(save_dir=str(run_dir), name="tb", version=run_name, default_hp_metric=False)
+def tensorboard_logger(run_dir: Path, run_name: str, purge_step: int | None = None) -> TensorBoardLogger:
+    """TensorBoard run ``<run_dir>/tb/<run_name>``; ``tensorboard --logdir outputs`` finds every run of every sweep.
+
+    ``purge_step`` (for a resumed run) hides what the interrupted run logged from that step on, so the resumed
+    run draws one continuous curve.
+    """
+    extra = {} if purge_step is None else {"purge_step": purge_step}  # passed on to the SummaryWriter
+    return TensorBoardLogger(
+        save_dir=str(run_dir), name="tb", version=run_name, default_hp_metric=False, **extra
+    )
 
 
 @rank_zero_only
