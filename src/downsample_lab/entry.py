@@ -85,8 +85,7 @@ def run_task(
         write_status(directory, "failed", error=str(err))
         if multirun:
             raise JobError(str(err)) from None
-        log.error("%s", err)
-        exit_with_error(err)
+        exit_with_error(err)  # one line on stderr; status.json keeps the reason
     except SIGTERMException:
         write_status(directory, "failed", error=f"stopped by SIGTERM; {_RESUME_HINT}")
         # Lightning stops at a batch boundary and raises SystemExit(None), which would exit 0; report the signal
