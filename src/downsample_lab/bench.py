@@ -61,7 +61,7 @@ from downsample_lab.classifier import Classifier
 from downsample_lab.config import DataConfig, ModelConfig, OptimConfig, TrainerConfig, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.data.augment import normalize, random_crop_flip
-from downsample_lab.data.cifar10 import Split
+from downsample_lab.data.cifar10 import Split, epoch_batches
 from downsample_lab.entry import run_dir, run_task
 from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES
@@ -94,6 +94,7 @@ class BenchSettings:
     warmup_steps: int = MISSING
     window_steps: int = MISSING
     windows: int = MISSING
+    threads: int | None = MISSING
     out: str | None = MISSING
 
 
@@ -125,6 +126,10 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
     for key in ("warmup_steps", "window_steps", "windows"):
         if b[key] < 1:
             raise ConfigError(f"bench.{key}={b[key]} is not valid; use an integer >= 1")
+    if b.threads is not None and b.threads < 1:
+        raise ConfigError(
+            f"bench.threads={b.threads} is not valid; use null (torch's default) or an integer >= 1"
+        )
     devices = t.devices
     one = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
     one = one or (devices == "auto" and not (uses_cuda(t) and torch.cuda.device_count() > 1))
@@ -171,6 +176,9 @@ class PathResult:
     """What the bench measured of one path."""
 
     window_images_per_sec: list[float] = field(default_factory=list)
+    # CPU seconds the process spent per step (all its threads), per window: the host work of a step, which a
+    # GPU run waits on when its kernels are short. Unlike wall time, other processes' load hardly changes it.
+    window_host_us_per_step: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)  # at the end of each window: a check that it trains
     peak_memory_bytes: int = 0
 
@@ -178,6 +186,11 @@ class PathResult:
     def images_per_sec(self) -> float:
         """Median over the windows."""
         return statistics.median(self.window_images_per_sec)
+
+    @property
+    def host_us_per_step(self) -> float:
+        """Median over the windows."""
+        return statistics.median(self.window_host_us_per_step)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -266,16 +279,12 @@ def autocast_context(precision: str, device: torch.device) -> Callable[[], Abstr
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def epoch_batches(n: int, batch_size: int, limit: Any, seed: int, epoch: int) -> list[torch.Tensor]:
-    """One epoch's batch indices, cut as the data module's ``TensorBatches`` cuts them (last partial dropped)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-    batches = list(torch.split(perm, batch_size))
-    if len(batches) > 1 and len(batches[-1]) < batch_size:
-        batches.pop()
-    if isinstance(limit, float):  # trainer.limit_train_batches, as Lightning applies it
-        batches = batches[: max(1, int(len(batches) * limit))]
-    elif isinstance(limit, int):
-        batches = batches[:limit]
+def limited_batches(batches: list[torch.Tensor], limit: Any) -> list[torch.Tensor]:
+    """``batches`` cut to ``trainer.limit_train_batches`` as Lightning applies it."""
+    if isinstance(limit, float):
+        return batches[: max(1, int(len(batches) * limit))]
+    if isinstance(limit, int):
+        return batches[:limit]
     return batches
 
 
@@ -342,9 +351,8 @@ class RawLoop:
     def _batch_indices(self) -> Iterator[torch.Tensor]:
         c, epoch = self.cfg, 0
         while True:
-            yield from epoch_batches(
-                len(self.labels), c.data.batch_size, c.trainer.limit_train_batches, c.seed, epoch
-            )
+            batches = epoch_batches(len(self.labels), c.data.batch_size, c.seed + epoch, self.data_device)
+            yield from limited_batches(batches, c.trainer.limit_train_batches)
             epoch += 1
 
     def run(self, steps: int) -> int:
@@ -356,9 +364,9 @@ class RawLoop:
         images = 0
         with self._own_rng():
             for _ in range(steps):
-                idx = next(self._batches).to(self.data_device)
-                x = self.images[idx].to(self.device, non_blocking=True)
-                y = self.labels[idx].to(self.device, non_blocking=True)
+                idx = next(self._batches)
+                x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
+                y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
                 if c.data.augment:
                     x = random_crop_flip(x)
                 x = normalize(x, c.model.channels_last)
@@ -384,13 +392,13 @@ class RawLoop:
         return images
 
 
-def time_raw_window(raw: RawLoop, steps: int) -> float:
-    """Images per second of ``steps`` raw steps, from a device sync to a device sync."""
+def time_raw_window(raw: RawLoop, steps: int) -> tuple[float, float]:
+    """Images per second and host CPU µs per step of ``steps`` raw steps, from a device sync to a device sync."""
     synchronize(raw.device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     images = raw.run(steps)
     synchronize(raw.device)
-    return images / (time.perf_counter() - t0)
+    return images / (time.perf_counter() - t0), (time.process_time() - c0) / steps * 1e6
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -409,7 +417,7 @@ class InterleavedTimer(L.Callback):
     def __init__(self, plan: Plan, raw: RawLoop | None, other_bytes: int = 0) -> None:
         self.plan, self.raw, self.other_bytes = plan, raw, other_bytes
         self.lightning, self.raw_result = PathResult(), PathResult()
-        self._t0, self._images = 0.0, 0
+        self._t0, self._c0, self._images = 0.0, 0.0, 0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         synchronize(pl_module.device)
@@ -424,20 +432,21 @@ class InterleavedTimer(L.Callback):
             return
         device = pl_module.device
         synchronize(device)
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if step == self.plan.warmup_steps:
             self.lightning.peak_memory_bytes = peak_memory(device, self.other_bytes)
         else:
             self.lightning.window_images_per_sec.append(self._images / (now - self._t0))
+            self.lightning.window_host_us_per_step.append((cpu - self._c0) / self.plan.window_steps * 1e6)
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.lightning.losses.append(float(loss))
             if self.raw is not None:
-                self.raw_result.window_images_per_sec.append(
-                    time_raw_window(self.raw, self.plan.window_steps)
-                )
+                rate, host_us = time_raw_window(self.raw, self.plan.window_steps)
+                self.raw_result.window_images_per_sec.append(rate)
+                self.raw_result.window_host_us_per_step.append(host_us)
                 self.raw_result.losses.append(float(self.raw.last_loss))
         self._images = 0
-        self._t0 = time.perf_counter()
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
 
 
 def run_lightning(
@@ -578,6 +587,8 @@ def strategy_record(runs: dict[str, PathResult], params: int, flops_per_image: i
             "best_images_per_sec": max(r.window_images_per_sec),
             "window_images_per_sec": r.window_images_per_sec,
             "flops_per_sec": 3 * flops_per_image * r.images_per_sec,
+            "host_us_per_step": r.host_us_per_step,
+            "window_host_us_per_step": r.window_host_us_per_step,
             "peak_memory_bytes": r.peak_memory_bytes,
             "losses": r.losses,
         }
@@ -588,6 +599,7 @@ def strategy_record(runs: dict[str, PathResult], params: int, flops_per_image: i
     record["best_ratio"] = max(lit.window_images_per_sec) / max(raw.window_images_per_sec)
     pairs = zip(lit.window_images_per_sec, raw.window_images_per_sec, strict=True)
     record["window_ratios"] = [lw / rw for lw, rw in pairs]
+    record["host_ratio"] = raw.host_us_per_step / lit.host_us_per_step  # raw/lightning: 1 = no host overhead
     return record
 
 
@@ -595,7 +607,8 @@ def format_table(results: dict[str, dict[str, Any]], memory_label: str) -> str:
     """The printed table: one row per strategy."""
     head = (
         f"{'strategy':<9} {'raw img/s':>17} {'lightning img/s':>17} {'ratio':>6} {'best':>6} {'params':>9} "
-        f"{'MFLOP/img':>9} {'raw GFLOP/s':>11} {'L GFLOP/s':>9} {'raw MiB':>7} {'L MiB':>7} {'others':>6}"
+        f"{'MFLOP/img':>9} {'raw GFLOP/s':>11} {'L GFLOP/s':>9} {'raw MiB':>7} {'L MiB':>7} {'others':>6} "
+        f"{'raw host µs':>11} {'L host µs':>9}"
     )
     lines = [head, "-" * len(head)]
 
@@ -610,12 +623,14 @@ def format_table(results: dict[str, dict[str, Any]], memory_label: str) -> str:
             f"{r['params']:>9,} {r['flops_per_image'] / 1e6:>9.1f} "
             f"{raw['flops_per_sec'] / 1e9:>11.1f} {lit['flops_per_sec'] / 1e9:>9.1f} "
             f"{raw['peak_memory_bytes'] / 2**20:>7.0f} {lit['peak_memory_bytes'] / 2**20:>7.0f} "
-            f"{'-' if r.get('other_cpu_cores') is None else format(r['other_cpu_cores'], '.2f'):>6}"
+            f"{'-' if r.get('other_cpu_cores') is None else format(r['other_cpu_cores'], '.2f'):>6} "
+            f"{raw['host_us_per_step']:>11,.0f} {lit['host_us_per_step']:>9,.0f}"
         )
     lines += [
         "img/s: median of the windows (min-max); ratio: lightning/raw of the medians; best: of the fastest",
         "windows; GFLOP/s: 3 x forward FLOPs x median img/s; others: CPU cores other processes kept busy",
-        "meanwhile (near 0 on a quiet machine; more makes the figures noisy); MiB: " + memory_label,
+        "meanwhile (near 0 on a quiet machine; more makes the figures noisy); host µs: CPU time of the process",
+        "per step (median of the windows), the host work a GPU run waits on; MiB: " + memory_label,
     ]
     return "\n".join(lines)
 
@@ -626,6 +641,8 @@ def bench(cfg: DictConfig) -> dict[str, float]:
     out = run_dir()
     b = cfg.bench
     device = bench_device(cfg.trainer)
+    if b.threads is not None:
+        torch.set_num_threads(b.threads)
     precision, why = resolve_precision(cfg.trainer)
     load_start = os.getloadavg()
     steps = b.warmup_steps + b.windows * b.window_steps

@@ -14,10 +14,14 @@ each training epoch, subtracts the validation loop, and logs:
 a resumed run from a different one (the run's config).
 
 ``StopOnNonFiniteLoss``: stops the run at a NaN or infinite training loss, before a checkpoint can hold it.
+
+``ProgressBar`` and ``EpochSummary``: what the console shows, without reading a value on the host between two
+logging steps.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from pathlib import Path
@@ -26,9 +30,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from downsample_lab.errors import UserError
+
+log = logging.getLogger("downsample_lab")
 
 
 def _sync(device: torch.device) -> None:
@@ -234,3 +240,75 @@ class StopOnNonFiniteLoss(L.Callback):
                 f"{trainer.current_epoch}) and the run stopped; {where}; lower optim.lr or set "
                 "trainer.gradient_clip_val and train again"
             )
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, redrawn every ``trainer.log_every_n_steps`` batches, showing values read at logging
+    steps only: the training loss of the last logging step and the last epoch's validation accuracy.
+
+    Lightning's own bar shows every value logged with ``prog_bar=True`` and reads each on the host at every
+    step (a GPU sync per step, even when the bar is hidden), and redraws on every batch.
+    """
+
+    def __init__(self, refresh_rate: int) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self._shown: dict[str, float] = {}
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        return {k: f"{v:.4g}" for k, v in self._shown.items()}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % trainer.log_every_n_steps == 0:  # a logging step: its loss is read anyway
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            if loss is not None:
+                self._shown["loss"] = float(loss)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
+            self._shown["val/acc"] = float(trainer.callback_metrics["val/acc"])
+        super().on_validation_end(trainer, pl_module)
+
+
+# The figures of the per-epoch line, in order, with how each is shown.
+_EPOCH_LINE = (
+    ("train/loss", "loss {:.4f}"),
+    ("train/acc", "train/acc {:.4f}"),
+    ("val/acc", "val/acc {:.4f}"),
+    ("val/acc_best", "best {:.4f}"),
+    ("train/images_per_sec", "{:,.0f} img/s"),
+    ("train/epoch_time", "{:.1f} s"),
+)
+
+
+class EpochSummary(L.Callback):
+    """One line per training epoch in the console and in ``train.log``, bar or no bar, e.g.
+    ``Epoch 3/10: loss 1.2345, train/acc 0.5432, val/acc 0.6123, best 0.6200, 12,345 img/s, 4.1 s``.
+
+    Written when everything of the epoch has been logged: the metrics of an epoch's end are logged by the
+    callbacks and the module in ``on_train_epoch_end`` (the module's hook runs after every callback's), so the
+    line of an epoch is written at the start of the next one, or when training ends. ``train/loss`` is that of
+    the epoch's last logging step.
+    """
+
+    def __init__(self) -> None:
+        self._pending: int | None = None  # the epoch whose line is due
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pending = trainer.current_epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: L.Trainer) -> None:
+        if self._pending is None or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        parts = [fmt.format(float(metrics[key])) for key, fmt in _EPOCH_LINE if key in metrics]
+        log.info("Epoch %d/%d: %s", self._pending + 1, trainer.max_epochs, ", ".join(parts))
+        self._pending = None

@@ -42,6 +42,24 @@ def short_dirname(text: str, limit: int = 96) -> str:
 OmegaConf.register_new_resolver("dirname", short_dirname, replace=True)
 
 
+def runs_on_cuda(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` trains on a CUDA GPU (``auto``: when one is present)."""
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def if_gpu(accelerator: str, on_gpu: Any, on_cpu: Any) -> Any:
+    """``${if_gpu:${trainer.accelerator},A,B}``: ``A`` for a run on a CUDA GPU, else ``B``.
+
+    A default that follows the device: a GPU needs a larger batch than a CPU to be busy (see the README's table).
+    """
+    return on_gpu if runs_on_cuda(accelerator) else on_cpu
+
+
+OmegaConf.register_new_resolver("if_gpu", if_gpu, replace=True)
+
+
 def config_dir() -> Path:
     """Where the YAML configs live: inside the package for a wheel install, ``./configs`` for an editable one."""
     packaged = Path(__file__).parent / "configs"

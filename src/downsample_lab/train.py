@@ -20,7 +20,13 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from downsample_lab.callbacks import EpochThroughput, MidEpochCheckpoint, RunState, StopOnNonFiniteLoss
+from downsample_lab.callbacks import (
+    EpochSummary,
+    EpochThroughput,
+    MidEpochCheckpoint,
+    RunState,
+    StopOnNonFiniteLoss,
+)
 from downsample_lab.classifier import Classifier
 from downsample_lab.config import config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
@@ -141,6 +147,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         checkpoint,
         ModelCheckpoint(**last, save_on_train_epoch_end=True),
         EpochThroughput(),
+        EpochSummary(),
         RunState(OmegaConf.to_container(cfg, resolve=True)),
         StopOnNonFiniteLoss(
             cfg.trainer.log_every_n_steps, cfg.checkpoint.every_n_steps, out / "checkpoints" / "last.ckpt"

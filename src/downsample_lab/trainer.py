@@ -20,6 +20,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from downsample_lab.callbacks import ProgressBar
+from downsample_lab.config import runs_on_cuda
 from downsample_lab.models import effective_widths
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,7 @@ HPARAM_METRICS = (
 
 def uses_cuda(trainer_cfg: DictConfig) -> bool:
     """Whether the ``trainer`` config group runs on a CUDA GPU."""
-    return trainer_cfg.accelerator in ("gpu", "cuda") or (
-        trainer_cfg.accelerator == "auto" and torch.cuda.is_available()
-    )
+    return runs_on_cuda(trainer_cfg.accelerator)
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> tuple[str, str]:
@@ -110,8 +110,26 @@ def build_trainer(
         subprocess_script._hydra_subprocess_cmd = _hydra_job_command
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
-    log.info("Precision %s (%s).", kwargs["precision"], why)
-    return L.Trainer(**kwargs, callbacks=list(callbacks), logger=logger, default_root_dir=str(run_dir))
+    log.info("Device %s; precision %s (%s).", describe_device(trainer_cfg), kwargs["precision"], why)
+    callbacks = list(callbacks)
+    # A bar only where a person watches it: redirected to a file, tqdm's redraws are noise (EpochSummary's
+    # lines say the same). It redraws at the logging interval.
+    kwargs["enable_progress_bar"] = trainer_cfg.enable_progress_bar and sys.stderr.isatty()
+    if kwargs["enable_progress_bar"]:
+        callbacks.append(ProgressBar(refresh_rate=trainer_cfg.log_every_n_steps))
+    return L.Trainer(**kwargs, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+
+
+def describe_device(trainer_cfg: DictConfig) -> str:
+    """Where ``trainer.accelerator`` runs, and why (``auto`` takes a CUDA GPU when there is one)."""
+    how = "auto" if trainer_cfg.accelerator == "auto" else "as configured"
+    if uses_cuda(trainer_cfg) and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name()}, {how})"
+    if uses_cuda(trainer_cfg):
+        return f"cuda ({how})"
+    if trainer_cfg.accelerator == "auto":
+        return "cpu (auto: no CUDA GPU found)"
+    return f"{trainer_cfg.accelerator} ({how})"
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

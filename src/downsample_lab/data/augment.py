@@ -6,6 +6,8 @@ batch, where per-sample augmentation libraries would add per-call overhead large
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -33,10 +35,17 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4) -> torch.Tensor:
     return padded[batch_idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+@functools.cache
+def _mean_and_inv_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per device: a tensor made from Python numbers on a GPU is a host-to-device copy.
+    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1) * 255
+    inv_std = 1.0 / (torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1) * 255)
+    return mean, inv_std
+
+
 def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """uint8 ``(N,3,H,W)`` → float32 standardised with the CIFAR-10 mean and std."""
-    mean = torch.tensor(CIFAR10_MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    inv_std = 1.0 / (torch.tensor(CIFAR10_STD, device=images.device).view(1, 3, 1, 1) * 255)
+    mean, inv_std = _mean_and_inv_std(images.device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return ((images.float() - mean) * inv_std).contiguous(memory_format=fmt)
 

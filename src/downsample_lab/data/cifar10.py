@@ -32,15 +32,12 @@ from torchvision.datasets.folder import make_dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from tqdm.auto import tqdm
 
+from downsample_lab.data import CIFAR10_CLASSES, SOURCES
 from downsample_lab.data.augment import normalize, random_crop_flip
 from downsample_lab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
-SOURCES = ("torchvision", "folder", "synthetic")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
 # Bump when the cached tensors would differ for the same source files (decoder, layout, synthetic recipe).
@@ -255,6 +252,23 @@ def class_balanced_subset(indices: torch.Tensor, labels: torch.Tensor, n: int) -
     return torch.cat(per_class)[order[:n]].sort().values
 
 
+def epoch_batches(
+    n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"
+) -> list[torch.Tensor]:
+    """One epoch's global batches of indices into ``n`` images: a permutation drawn from ``seed`` on ``device``,
+    cut into ``batch_size`` slices, the last partial one dropped unless it is the only one.
+
+    Drawn where the images are, so a GPU run neither copies indices from the host nor waits for it; the same
+    seed gives the same order on the same kind of device (a CPU and a GPU draw different permutations).
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    perm = torch.randperm(n, generator=gen, device=device)
+    batches = list(torch.split(perm, batch_size))
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
 class TensorBatches:
     """Batches of ``(images, labels)`` sliced from in-memory tensors: no workers, no per-image work.
 
@@ -288,16 +302,14 @@ class TensorBatches:
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches) from a checkpoint, not applied yet
 
     def _indices(self) -> list[torch.Tensor]:
-        n = len(self.labels)
+        device = self.images.device
         if not self.shuffle:
-            shard = torch.tensor_split(torch.arange(n), self.world_size)[self.rank]
+            shard = torch.tensor_split(torch.arange(len(self.labels), device=device), self.world_size)[
+                self.rank
+            ]
             return list(torch.split(shard, self.batch_size))
-        gen = torch.Generator().manual_seed(self.seed + self.epoch_fn())
-        perm = torch.randperm(n, generator=gen)
-        global_batches = list(torch.split(perm, self.batch_size))
-        if len(global_batches) > 1 and len(global_batches[-1]) < self.batch_size:
-            global_batches.pop()
-        return [torch.tensor_split(b, self.world_size)[self.rank] for b in global_batches]
+        batches = epoch_batches(len(self.labels), self.batch_size, self.seed + self.epoch_fn(), device)
+        return [torch.tensor_split(b, self.world_size)[self.rank] for b in batches]
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -315,8 +327,7 @@ class TensorBatches:
             self._resume_at = None
         batches = self._indices()
         for self._position, idx in enumerate(batches[start:], start + 1):
-            idx = idx.to(self.images.device)
-            yield self.images[idx], self.labels[idx]
+            yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
 
     def state_dict(self) -> dict[str, int]:
         """The epoch being iterated and how many of its batches were handed out (saved in checkpoints)."""

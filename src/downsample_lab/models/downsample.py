@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kornia.filters import MaxBlurPool2D
 from torch import nn
 
 
@@ -41,6 +40,10 @@ def _conv3(channels: int) -> nn.Module:
 
 def _blurpool(channels: int) -> nn.Module:
     # Zhang 2019's anti-aliased max-pool: MaxPool(2, stride 1) then a 3x3 binomial blur with stride 2.
+    from kornia.filters import (
+        MaxBlurPool2D,  # here: importing kornia takes a second that other arms need not pay
+    )
+
     return MaxBlurPool2D(kernel_size=3, stride=2, max_pool_size=2)
 
 
