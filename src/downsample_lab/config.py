@@ -42,6 +42,20 @@ def short_dirname(text: str, limit: int = 96) -> str:
 OmegaConf.register_new_resolver("dirname", short_dirname, replace=True)
 
 
+def records_subdir(output_dir: str, resume: Any) -> str | None:
+    """``hydra.output_subdir``: ``.hydra``, or None (Hydra writes nothing) for a resumed run that has its records.
+
+    Hydra writes ``.hydra/config.yaml`` and ``overrides.yaml`` at every job start; a resume (even a refused or
+    a no-op one) must keep the command the run was started with. Registered as ``${records_subdir:...}``.
+    """
+    if resume is True and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
+        return None
+    return ".hydra"
+
+
+OmegaConf.register_new_resolver("records_subdir", records_subdir, replace=True)
+
+
 def config_dir() -> Path:
     """Where the YAML configs live: inside the package for a wheel install, ``./configs`` for an editable one."""
     packaged = Path(__file__).parent / "configs"
@@ -259,6 +273,13 @@ def _check_optim(o: DictConfig) -> None:
 
 def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
     _check_choice("trainer.accelerator", t.accelerator, ACCELERATORS)
+    import torch  # here, not at the top: the schema itself needs no torch
+
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and torch sees none "
+            "on this machine; use trainer=cpu, or run where torch.cuda.is_available() is true"
+        )
     _check_choice("trainer.strategy", t.strategy, STRATEGIES)
     _check_choice("trainer.precision", t.precision, PRECISIONS)
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "use at least 1 epoch")
