@@ -216,6 +216,9 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
 def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
     """Run the ``@hydra.main`` function ``hydra_main`` on the checked and completed command line."""
     die_with_parent()
+    from downsample_lab.console import quiet_libraries
+
+    quiet_libraries()
     if "LOCAL_RANK" not in os.environ:  # this process launches the run (and any DDP workers)
         os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     try:

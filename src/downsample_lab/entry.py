@@ -8,7 +8,9 @@ import json
 import logging
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +134,7 @@ def run_task(
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     resumable = "resume" in cfg
     started = False  # whether this command has written status.json (a new run, or a resume that began)
+    handler = _catch_sigterm()
     try:
         if check is not None:
             check(cfg)
@@ -149,14 +152,31 @@ def run_task(
         # Lightning stops at a batch boundary and raises SystemExit(None), which would exit 0; report the signal
         # as a shell does for a process it ended.
         sys.exit(128 + 15)
-    except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit(1)
-        _stopped(directory, f"was interrupted ({_reason(err)})", resumable, started or not previous)
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+        _stopped(directory, "interrupted", resumable, started or not previous)
         raise
     except BaseException as err:
-        _stopped(directory, f"failed ({_reason(err)})", resumable, started or not previous)
+        _stopped(directory, f"crashed ({_reason(err)})", resumable, started or not previous)
         raise
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
     write_status(directory, "completed", metrics=metrics)
     return metrics.get(metric) if metric else None
+
+
+def _raise_sigterm(signum: int, frame: Any) -> None:
+    # Outside fit, SIGTERM would end the process at once, without a word; inside fit, Lightning's own handler
+    # is the active one and calls this one too: it then stops at the next batch boundary by itself.
+    if signal.getsignal(signal.SIGTERM) is _raise_sigterm:
+        raise SIGTERMException()
+
+
+def _catch_sigterm() -> Any:
+    """Make SIGTERM raise SIGTERMException, as Lightning does during fit; returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_sigterm)
 
 
 def _stopped(directory: Path, what: str, resumable: bool, record: bool) -> None:

@@ -62,7 +62,9 @@ def data_from_checkpoint(cfg: DictConfig, saved: dict[str, Any] | None) -> DictC
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.data = OmegaConf.merge(cfg.data, taken)
-    log.info("Data keys from the checkpoint's run: %s", ", ".join(f"{k}={v}" for k, v in sorted(taken.items())))
+    log.info(
+        "Data keys from the checkpoint's run: %s", ", ".join(f"{k}={v}" for k, v in sorted(taken.items()))
+    )
     return cfg
 
 
@@ -70,7 +72,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
     cfg = validate(cfg, EvalConfig)
     model = load_classifier(cfg.ckpt_path)
-    saved = torch.load(Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=True).get("run_config")
+    saved = torch.load(Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=True).get(
+        "run_config"
+    )
     cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)
     model.max_shift = cfg.eval.max_shift
     L.seed_everything(cfg.seed, workers=True)

@@ -25,7 +25,10 @@ def format_shapes(cfg: DictConfig) -> str:
     model = build_model(m)
     try:
         rows = layer_table(model, size)
-    except (RuntimeError, ValueError) as err:  # a pooling or conv output of size 0: the input is too small for the model
+    except (
+        RuntimeError,
+        ValueError,
+    ) as err:  # a pooling or conv output of size 0: the input is too small for the model
         raise UserError(_too_small(m, size, err)) from None
     head = f"{describe_model(m)}; input {'x'.join(map(str, size))}"
     lines = [head, "", f"{'layer':<22} {'type':<17} {'output shape':<18} {'params':>10}  formula"]

@@ -20,9 +20,9 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from downsample_lab import cli
 from downsample_lab.callbacks import EpochThroughput, MidEpochCheckpoint, RunState, StopOnNonFiniteLoss
 from downsample_lab.classifier import Classifier
-from downsample_lab import cli
 from downsample_lab.config import TrainConfig, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import restart_command, run_dir, run_task

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from downsample_lab.console import ProgressBar, quiet_libraries
 from downsample_lab.models import effective_widths
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,18 @@ def build_trainer(
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
     log.info("Precision %s (%s).", kwargs["precision"], why)
-    return L.Trainer(**kwargs, callbacks=list(callbacks), logger=logger, default_root_dir=str(run_dir))
+    quiet_libraries()
+    callbacks = list(callbacks)
+    if kwargs["enable_progress_bar"]:
+        callbacks.append(ProgressBar())
+    # The "Model: ..." log line has parameters and FLOPs; Lightning's summary would show 0 FLOPs.
+    return L.Trainer(
+        **kwargs,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
