@@ -107,9 +107,12 @@ def check_overrides(overrides: list[Any], config_name: str, schema: type) -> Non
             continue
         if key in groups:
             options = _options(key)
-            values = o.value() if o.is_sweep_override() else [o.value()]
-            for value in values if isinstance(values, list) else list(values):
-                if value is not None and str(value) not in options:
+            if o.is_discrete_sweep():
+                values = list(o.sweep_string_iterator())
+            else:
+                values = [] if o.is_sweep_override() else [o.value()]
+            for value in values:
+                if value is not None and str(value) not in ("null", *options):
                     raise ConfigError(
                         f"{key}={value} is not a {key} config{_did_you_mean(str(value), options)} "
                         f"(configs/{key}/ has: {', '.join(options)})"
