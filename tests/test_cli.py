@@ -84,7 +84,9 @@ def test_shapes_of_an_input_too_small_for_the_model_is_one_line():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
 def test_gpu_trainer_without_a_gpu_is_one_sentence(trainer):
-    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu \(trainer=gpu, trainer=ddp\) needs a CUDA GPU"):
+    with pytest.raises(
+        ConfigError, match=r"trainer.accelerator=gpu \(trainer=gpu, trainer=ddp\) needs a CUDA GPU"
+    ):
         validate(compose_config("train", [f"trainer={trainer}"]))
 
 
@@ -135,7 +137,9 @@ def test_a_crash_prints_the_run_directory_and_how_to_go_on(tmp_path, tiny_overri
     if checkpoint:
         expected = f"continue it with: python -m downsample_lab.train resume=true hydra.run.dir={run}"
     else:
-        expected = "it had no checkpoint yet, so it must start again: python -m downsample_lab.train data.source"
+        expected = (
+            "it had no checkpoint yet, so it must start again: python -m downsample_lab.train data.source"
+        )
     assert f"Run {run} crashed (RuntimeError: boom); {expected}" in err
     assert expected in status
 

@@ -99,7 +99,10 @@ def test_a_refused_resume_lists_every_differing_key_and_leaves_the_run_byte_iden
     refused = json.loads(killed_and_resumed["refused"].read_text())
     assert refused["rc"] == 2
     (line,) = refused["stderr"].strip().splitlines()
-    assert "2 key(s) differ from the run that wrote it: model.widths=[4, 16] here but [4, 8] in the run; " in line
+    assert (
+        "2 key(s) differ from the run that wrote it: model.widths=[4, 16] here but [4, 8] in the run; "
+        in line
+    )
     assert "seed=5 here but 0 in the run;" in line
     assert "data.root" not in line.split(" may change")[0].split("drop those overrides")[0]  # may change
     assert refused["same"], "the refused resume changed the run's .hydra/, status.json or checkpoints"
