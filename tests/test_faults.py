@@ -57,7 +57,7 @@ def test_failed_jobs_leave_the_others_and_are_listed_at_the_end(failing_sweep):
 
 
 def test_rerun_with_resume_skips_completed_jobs_and_resumes_the_others(failing_sweep):
-    tmp, args = failing_sweep
+    tmp, _ = failing_sweep
     jobs = _jobs(tmp / "sweep")
     done_before = (jobs[0] / "status.json").read_text()
     ckpt_mtime = (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
