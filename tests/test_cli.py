@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import open_dict, read_write
 
 from downsample_lab import cli
-from downsample_lab.config import EvalConfig, ShapesConfig, TrainConfig, validate
+from downsample_lab.config import EvalConfig, ShapesConfig, TrainConfig, check_accelerator, validate
 from downsample_lab.entry import run_task
 from downsample_lab.errors import ConfigError
 
@@ -87,7 +87,7 @@ def test_gpu_trainer_without_a_gpu_is_one_sentence(trainer):
     with pytest.raises(
         ConfigError, match=r"trainer.accelerator=gpu \(trainer=gpu, trainer=ddp\) needs a CUDA GPU"
     ):
-        validate(compose_config("train", [f"trainer={trainer}"]))
+        check_accelerator(validate(compose_config("train", [f"trainer={trainer}"])).trainer)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

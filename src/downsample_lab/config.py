@@ -273,13 +273,6 @@ def _check_optim(o: DictConfig) -> None:
 
 def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
     _check_choice("trainer.accelerator", t.accelerator, ACCELERATORS)
-    import torch  # here, not at the top: the schema itself needs no torch
-
-    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and torch sees none "
-            "on this machine; use trainer=cpu, or run where torch.cuda.is_available() is true"
-        )
     _check_choice("trainer.strategy", t.strategy, STRATEGIES)
     _check_choice("trainer.precision", t.precision, PRECISIONS)
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "use at least 1 epoch")
@@ -298,6 +291,21 @@ def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
         _check(batch_size % world == 0, "data.batch_size", batch_size,
                f"it is the global batch and must divide evenly over {world} processes "
                "(trainer.devices × trainer.num_nodes)")  # fmt: skip
+
+
+def check_accelerator(t: DictConfig) -> None:
+    """Raise ConfigError when the ``trainer`` group asks for a CUDA GPU that this machine lacks.
+
+    Not part of :func:`validate`: a GPU config (``experiment=ablation``) is still valid on a CPU machine, it
+    cannot run there.
+    """
+    import torch  # here, not at the top: the schema itself needs no torch
+
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and torch sees none "
+            "on this machine; use trainer=cpu, or run where torch.cuda.is_available() is true"
+        )
 
 
 def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:

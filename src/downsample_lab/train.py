@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from downsample_lab import cli
 from downsample_lab.callbacks import EpochThroughput, MidEpochCheckpoint, RunState, StopOnNonFiniteLoss
 from downsample_lab.classifier import Classifier
-from downsample_lab.config import TrainConfig, config_dir, validate
+from downsample_lab.config import TrainConfig, check_accelerator, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import restart_command, run_dir, run_task
 from downsample_lab.errors import ConfigError, UserError
@@ -178,7 +178,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _check_start(cfg: DictConfig) -> None:
     # Before status.json is touched: a refused resume leaves the run's records as they were.
-    resume_point(validate(cfg), run_dir())
+    typed = validate(cfg)
+    check_accelerator(typed.trainer)
+    resume_point(typed, run_dir())
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from downsample_lab.config import check_accelerator
 from downsample_lab.console import ProgressBar, quiet_libraries
 from downsample_lab.models import effective_widths
 
@@ -109,6 +110,7 @@ def build_trainer(
     """A ``lightning.Trainer`` from the ``trainer`` config group; every key of the group is a Trainer argument."""
     if HydraConfig.initialized():
         subprocess_script._hydra_subprocess_cmd = _hydra_job_command
+    check_accelerator(trainer_cfg)
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
     log.info("Precision %s (%s).", kwargs["precision"], why)
