@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from .conftest import TINY, compose_config, run_cli
+from .conftest import REPO, TINY, compose_config, run_cli
 
 DDP = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"]
 
@@ -59,3 +65,59 @@ def test_slurm_launcher_starts_one_task_per_gpu():
     launcher = HydraConfig.get().launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("when", ["starting", "training"])
+def test_ddp_workers_exit_when_the_launching_process_is_killed(tmp_path, when):
+    """Killed while the worker starts, the worker would wait for the launcher's store until the 30-minute
+    timeout; killed in training, gloo on a CPU notices the closed socket (NCCL on GPUs would wait)."""
+    # long enough that the run is still training when it is killed: 2 processes, 1 image per step
+    args = [*TINY, *DDP, "data.synthetic_train_size=4000", "data.batch_size=2", "trainer.max_epochs=5",
+            f"data.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    launcher = subprocess.Popen([sys.executable, "-m", "downsample_lab.train", *args], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 300
+        log = tmp_path / "run" / "train_ddp_process_1.log"
+        while time.monotonic() < deadline and launcher.poll() is None:
+            workers = _children(launcher.pid)
+            if workers and (when == "starting" or (log.is_file() and "Model:" in log.read_text())):
+                break  # the worker has started (is importing), or is inside the run
+            time.sleep(0.2)
+        assert workers and launcher.poll() is None, "the DDP worker never started"
+        time.sleep(2 if when == "training" else 0)  # into the training loop's collectives
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "a DDP worker outlived its launcher"
+    finally:
+        launcher.kill()
+        for worker in workers:
+            if _alive(worker):
+                os.kill(worker, signal.SIGKILL)

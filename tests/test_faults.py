@@ -57,7 +57,7 @@ def test_failed_jobs_leave_the_others_and_are_listed_at_the_end(failing_sweep):
 
 
 def test_rerun_with_resume_skips_completed_jobs_and_resumes_the_others(failing_sweep):
-    tmp, args = failing_sweep
+    tmp, _ = failing_sweep
     jobs = _jobs(tmp / "sweep")
     done_before = (jobs[0] / "status.json").read_text()
     ckpt_mtime = (jobs[0] / "checkpoints" / "last.ckpt").stat().st_mtime_ns
@@ -65,7 +65,10 @@ def test_rerun_with_resume_skips_completed_jobs_and_resumes_the_others(failing_s
     finished = _status(jobs[1])
     (jobs[1] / "status.json").write_text(json.dumps({"status": "running", "time": finished["time"]}))
 
-    result = run_cli("train", *args, "resume=true")
+    records = {p: p.read_bytes() for j in jobs for p in (*(j / ".hydra").iterdir(), j / "status.json")}
+    records[tmp / "sweep" / "multirun.yaml"] = (tmp / "sweep" / "multirun.yaml").read_bytes()
+    # the sweep's directory alone: its overrides come from multirun.yaml
+    result = run_cli("train", "-m", "resume=true", f"hydra.sweep.dir={tmp / 'sweep'}")
     assert result.returncode != 0  # jobs 2 and 3 fail again
     assert _jobs(tmp / "sweep") == jobs  # the same job directories: resume is not in their names
     assert (jobs[0] / "status.json").read_text() == done_before  # skipped: not even rewritten
@@ -75,6 +78,11 @@ def test_rerun_with_resume_skips_completed_jobs_and_resumes_the_others(failing_s
     assert resumed["status"] == "completed"
     for key in ("val/acc_best", "test/acc", "test/loss"):
         assert resumed["metrics"][key] == pytest.approx(finished["metrics"][key], abs=1e-6), key
+    # the jobs' .hydra/ and the sweep's multirun.yaml are the ones it was started with; job 3, refused at start
+    # again, keeps its status.json byte for byte
+    for path, content in records.items():
+        if path.name != "status.json" or path.parent == jobs[3]:
+            assert path.read_bytes() == content, path
     # job 2 has no checkpoint (its loss was NaN from step 2): it started afresh and failed the same way
     assert "training loss is nan at step" in _status(jobs[2])["error"]
     assert f"Sweep {tmp / 'sweep'}: 2 of 4 jobs completed" in result.stderr

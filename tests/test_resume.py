@@ -66,12 +66,46 @@ def killed_and_resumed(tmp_path_factory) -> dict[str, Path]:
                     "loader": state["loops"]["fit_loop"]["state_dict"]["combined_loader"]})
     )  # fmt: skip
     (tmp / "at_kill.ckpt").write_bytes(last.read_bytes())
-    resumed = subprocess.run(
-        _command(killed, cache, "resume=true"), capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    records = _records(killed)
+    # a resume with keys that differ from the run's is refused, listing each of them, and touches nothing
+    refused = subprocess.run(
+        [sys.executable, "-m", "downsample_lab.train", "resume=true", f"hydra.run.dir={killed}", "seed=5",
+         "model.widths=[4,16]", "data.root=/elsewhere"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )  # fmt: skip
+    (tmp / "refused.json").write_text(
+        json.dumps({"rc": refused.returncode, "stderr": refused.stderr, "same": _records(killed) == records})
     )
+    # the run's directory alone: its own overrides come from .hydra/overrides.yaml
+    resumed = subprocess.run(
+        [sys.executable, "-m", "downsample_lab.train", "resume=true", f"hydra.run.dir={killed}"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert {k: v for k, v in _records(killed).items() if k.startswith(".hydra/")} == {
+        k: v for k, v in records.items() if k.startswith(".hydra/")
+    }, "the resume rewrote the run's .hydra/ records"
     return {"full": full, "killed": killed, "at_kill": tmp / "at_kill.json", "ckpt": tmp / "at_kill.ckpt",
-            "cache": cache}  # fmt: skip
+            "cache": cache, "refused": tmp / "refused.json"}  # fmt: skip
+
+
+def _records(run: Path) -> dict[str, bytes]:
+    """What a refused resume must leave byte-identical: .hydra/, status.json, the checkpoints."""
+    files = [*(run / ".hydra").iterdir(), run / "status.json", *(run / "checkpoints").iterdir()]
+    return {str(p.relative_to(run)): p.read_bytes() for p in files}
+
+
+def test_a_refused_resume_lists_every_differing_key_and_leaves_the_run_byte_identical(killed_and_resumed):
+    refused = json.loads(killed_and_resumed["refused"].read_text())
+    assert refused["rc"] == 2
+    (line,) = refused["stderr"].strip().splitlines()
+    assert (
+        "2 key(s) differ from the run that wrote it: model.widths=[4, 16] here but [4, 8] in the run; "
+        in line
+    )
+    assert "seed=5 here but 0 in the run;" in line
+    assert "data.root" not in line.split(" may change")[0].split("drop those overrides")[0]  # may change
+    assert refused["same"], "the refused resume changed the run's .hydra/, status.json or checkpoints"
 
 
 def test_the_run_was_killed_mid_epoch(killed_and_resumed):
@@ -138,9 +172,7 @@ def test_resume_refuses_another_runs_config(killed_and_resumed, tmp_path):
     cfg = compose_config(
         "train", [*overrides, "model.widths=[4,16]", f"ckpt_path={ckpt}"], run_dir=tmp_path / "r"
     )
-    with pytest.raises(
-        ConfigError, match=r"model.widths=\[4, 16\] here but \[4, 8\] in the run that wrote it"
-    ):
+    with pytest.raises(ConfigError, match=r"model.widths=\[4, 16\] here but \[4, 8\] in the run"):
         train(cfg)
 
 
@@ -151,3 +183,36 @@ def test_resume_without_a_checkpoint_names_what_to_pass(tmp_path, tiny_overrides
         ConfigError, match=r"resume=true but .*last.ckpt does not exist; pass .*hydra.run.dir="
     ):
         train(cfg)
+
+
+def test_ctrl_c_and_sigterm_print_the_run_directory_and_how_to_go_on(tmp_path):
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "cwd": REPO, "env": env}
+    early, late = tmp_path / "early", tmp_path / "late"
+    # SIGTERM as soon as the run has begun: before its first checkpoint (step 7) there is nothing to continue
+    terminated = subprocess.Popen(_command(early, cache), **pipes)
+    interrupted = subprocess.Popen(_command(late, cache), **pipes)
+    deadline = time.monotonic() + 300
+    while not (early / "status.json").exists() and terminated.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    terminated.send_signal(signal.SIGTERM)
+    last = late / "checkpoints" / "last.ckpt"
+    while not last.exists() and interrupted.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    interrupted.send_signal(signal.SIGINT)  # Ctrl-C
+    _, term_err = terminated.communicate(timeout=300)
+    _, int_err = interrupted.communicate(timeout=300)
+
+    assert terminated.returncode == 128 + signal.SIGTERM
+    assert not (early / "checkpoints" / "last.ckpt").exists()
+    restart = "it had no checkpoint yet, so it must start again: python -m downsample_lab.train data.source=synthetic"
+    assert f"Run {early} stopped by SIGTERM; {restart}" in term_err
+    assert "resume=true" not in term_err.split(restart)[1]
+    assert restart in json.loads((early / "status.json").read_text())["error"]
+
+    assert interrupted.returncode != 0
+    go_on = f"continue it with: python -m downsample_lab.train resume=true hydra.run.dir={late}"
+    assert f"Run {late} interrupted; {go_on}" in int_err
+    status = json.loads((late / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == f"interrupted; {go_on}"

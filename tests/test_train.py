@@ -29,10 +29,24 @@ def trained_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("trained")
     result = run_cli(
         "train", *TINY, "trainer.max_epochs=2", "model.downsample=conv", "model.kernel_size=5", "seed=1",
-        f"data.cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}",
+        f"data.cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}", "trainer.enable_progress_bar=true",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    (tmp / "console.txt").write_text(result.stdout + result.stderr)
     return tmp / "run"
+
+
+# Library noise a run used to print (issue 10).
+NOISE = ("litlogger", "litmodels", "GPU available", "TPU available", "_pytree", "LeafSpec",
+         "not supported by the model summary", "Total Flops", "Trainable params", "v_num", "Seed set to")  # fmt: skip
+
+
+def test_console_shows_our_model_line_and_no_library_noise(trained_run):
+    console = (trained_run.parent / "console.txt").read_text()
+    assert "Epoch 1" in console  # the bar was on
+    leaked = [n for n in NOISE if n in console]
+    assert not leaked, leaked
+    assert "Model: cnn with conv downsampling, kernel 5" in console and "forward FLOPs per image" in console
 
 
 def test_run_directory_holds_config_checkpoints_and_status(trained_run):
@@ -72,14 +86,18 @@ def _model(run: Path) -> torch.nn.Module:
 def test_eval_reproduces_the_test_accuracy_of_the_best_checkpoint(trained_run, tmp_path):
     status = json.loads((trained_run / "status.json").read_text())
     best = next((trained_run / "checkpoints").glob("best-epoch*.ckpt"))
-    result = run_cli(
-        "eval", f"ckpt_path={best}", "data.source=synthetic", "data.synthetic_train_size=320",
-        "data.synthetic_test_size=100", f"data.cache_dir={tmp_path / 'cache'}", "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-    )  # fmt: skip
+    # no data keys: they come from the checkpoint (synthetic data, its sizes, the training run's cache)
+    result = run_cli("eval", f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "status.json").read_text())["metrics"]
     assert evaluated["test/acc"] == pytest.approx(status["metrics"]["test/acc"], abs=1e-6)
+    # a data key on the command line wins over the checkpoint's
+    result = run_cli(
+        "eval", f"ckpt_path={best}", "data.synthetic_test_size=60", f"hydra.run.dir={tmp_path / 'e2'}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / "e2" / "eval.log").read_text()
+    assert "synthetic test split (60 images)" in log and "source=synthetic" in log
 
 
 def test_eval_refuses_a_missing_or_corrupt_checkpoint(tmp_path):

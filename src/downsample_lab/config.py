@@ -60,6 +60,20 @@ def if_gpu(accelerator: str, on_gpu: Any, on_cpu: Any) -> Any:
 OmegaConf.register_new_resolver("if_gpu", if_gpu, replace=True)
 
 
+def records_subdir(output_dir: str, resume: Any) -> str | None:
+    """``hydra.output_subdir``: ``.hydra``, or None (Hydra writes nothing) for a resumed run that has its records.
+
+    Hydra writes ``.hydra/config.yaml`` and ``overrides.yaml`` at every job start; a resume (even a refused or
+    a no-op one) must keep the command the run was started with. Registered as ``${records_subdir:...}``.
+    """
+    if resume is True and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
+        return None
+    return ".hydra"
+
+
+OmegaConf.register_new_resolver("records_subdir", records_subdir, replace=True)
+
+
 def config_dir() -> Path:
     """Where the YAML configs live: inside the package for a wheel install, ``./configs`` for an editable one."""
     packaged = Path(__file__).parent / "configs"
@@ -295,6 +309,21 @@ def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
         _check(batch_size % world == 0, "data.batch_size", batch_size,
                f"it is the global batch and must divide evenly over {world} processes "
                "(trainer.devices × trainer.num_nodes)")  # fmt: skip
+
+
+def check_accelerator(t: DictConfig) -> None:
+    """Raise ConfigError when the ``trainer`` group asks for a CUDA GPU that this machine lacks.
+
+    Not part of :func:`validate`: a GPU config (``experiment=ablation``) is still valid on a CPU machine, it
+    cannot run there.
+    """
+    import torch  # here, not at the top: the schema itself needs no torch
+
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and torch sees none "
+            "on this machine; use trainer=cpu, or run where torch.cuda.is_available() is true"
+        )
 
 
 def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import re
+import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,12 +55,58 @@ class JobError(UserError, CompactHydraException):
     """A user error inside a multirun job: Hydra prints its one sentence, not a traceback, at the sweep's end."""
 
 
-_RESUME_HINT = "resume=true continues it from its last checkpoint"
-
-
 def _reason(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _hydra_value(key: str, value: str) -> str:
+    """``key=value`` as one shell word that Hydra's override parser reads back as ``value``."""
+    if not re.fullmatch(r"[\w\-./:@%+]*", value):  # '=', ',', '[', '~', spaces... need Hydra's quotes
+        value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return shlex.quote(f"{key}={value}")
+
+
+def _shown(path: Path | str) -> str:
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def resume_advice(directory: Path) -> str:
+    """How to go on with the interrupted training run of ``directory``: the exact command, or that it restarts.
+
+    A single run continues with ``resume=true hydra.run.dir=<run>``, a sweep job with the sweep's own
+    ``-m resume=true hydra.sweep.dir=<sweep>`` (which skips the completed jobs); both from the directory alone.
+    Before the first checkpoint there is nothing to continue: a single run must start again.
+    """
+    hydra_cfg = HydraConfig.get()
+    has_checkpoint = (directory / "checkpoints" / "last.ckpt").is_file()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        command = "python -m downsample_lab.train -m resume=true " + _hydra_value(
+            "hydra.sweep.dir", _shown(hydra_cfg.sweep.dir)
+        )
+        if has_checkpoint:
+            return f"continue the sweep (this job from its last checkpoint) with: {command}"
+        return f"this job had no checkpoint yet and starts again when the sweep goes on: {command}"
+    if has_checkpoint:
+        return "continue it with: python -m downsample_lab.train resume=true " + _hydra_value(
+            "hydra.run.dir", _shown(directory)
+        )
+    return f"it had no checkpoint yet, so it must start again: {restart_command()}"
+
+
+def restart_command() -> str:
+    """The command that starts the current training run again from scratch, in a new run directory."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("resume=", "+resume="))]
+    return " ".join(["python -m downsample_lab.train", *(shlex.quote(o) for o in overrides)])
+
+
+@rank_zero_only
+def _report_stop(directory: Path, what: str, advice: str) -> None:
+    print(f"Run {_shown(directory)} {what}; {advice}", file=sys.stderr, flush=True)
 
 
 def run_task(
@@ -64,12 +114,16 @@ def run_task(
     cfg: DictConfig,
     metric: str | None,
     skip_completed: bool = False,
+    check: Callable[[DictConfig], object] | None = None,
 ) -> float | None:
     """Run ``task``, keep ``status.json`` up to date and return ``metric`` (for Hydra sweepers).
 
     A :class:`UserError` becomes one line on stderr and exit code 2 for a single run; inside a multirun it is
     raised so that Hydra marks that job failed and the sweep goes on with the others. With ``skip_completed``
     (``resume=true``), a run whose ``status.json`` says completed returns its saved metric without running.
+    ``check`` runs first: a UserError there (e.g. a refused resume) leaves the records of a run that has them
+    (``status.json``) as they were. An interrupted or crashed training run (a config with ``resume``) prints its
+    directory and the command that continues it, which ``status.json`` keeps too.
     """
     directory = run_dir()
     previous = read_status(directory)
@@ -78,27 +132,59 @@ def run_task(
         metrics = previous.get("metrics", {})
         return metrics.get(metric) if metric else None
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    write_status(directory, "running")
+    resumable = "resume" in cfg
+    started = False  # whether this command has written status.json (a new run, or a resume that began)
+    handler = _catch_sigterm()
     try:
+        if check is not None:
+            check(cfg)
+        write_status(directory, "running")
+        started = True
         metrics = task(cfg)
     except UserError as err:
-        write_status(directory, "failed", error=str(err))
+        if started or not previous:
+            write_status(directory, "failed", error=str(err))
         if multirun:
             raise JobError(str(err)) from None
         exit_with_error(err)  # one line on stderr; status.json keeps the reason
     except SIGTERMException:
-        write_status(directory, "failed", error=f"stopped by SIGTERM; {_RESUME_HINT}")
+        _stopped(directory, "stopped by SIGTERM", resumable, started or not previous)
         # Lightning stops at a batch boundary and raises SystemExit(None), which would exit 0; report the signal
         # as a shell does for a process it ended.
         sys.exit(128 + 15)
-    except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit(1)
-        write_status(directory, "failed", error=f"interrupted ({_reason(err)}); {_RESUME_HINT}")
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+        _stopped(directory, "interrupted", resumable, started or not previous)
         raise
     except BaseException as err:
-        write_status(directory, "failed", error=_reason(err))
+        _stopped(directory, f"crashed ({_reason(err)})", resumable, started or not previous)
         raise
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
     write_status(directory, "completed", metrics=metrics)
     return metrics.get(metric) if metric else None
+
+
+def _raise_sigterm(signum: int, frame: Any) -> None:
+    # Outside fit, SIGTERM would end the process at once, without a word; inside fit, Lightning's own handler
+    # is the active one and calls this one too: it then stops at the next batch boundary by itself.
+    if signal.getsignal(signal.SIGTERM) is _raise_sigterm:
+        raise SIGTERMException()
+
+
+def _catch_sigterm() -> Any:
+    """Make SIGTERM raise SIGTERMException, as Lightning does during fit; returns the handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_sigterm)
+
+
+def _stopped(directory: Path, what: str, resumable: bool, record: bool) -> None:
+    advice = resume_advice(directory) if resumable else ""
+    if record:
+        write_status(directory, "failed", error=f"{what}; {advice}" if advice else what)
+    if advice:
+        _report_stop(directory, what, advice)
 
 
 def sweep_summary(sweep_dir: Path, hint: str = "") -> tuple[str, bool]:

@@ -1,18 +1,23 @@
 """Test a checkpoint: ``python -m downsample_lab.eval ckpt_path=<file.ckpt> [data and trainer overrides]``.
 
 The model is rebuilt from the config saved in the checkpoint (so it cannot be paired with the wrong
-architecture); the checkpoint is read with ``weights_only=True``, so a crafted file cannot run code.
+architecture), and the data keys are the training run's unless given on the command line; the checkpoint
+is read with ``weights_only=True``, so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from downsample_lab import cli
 from downsample_lab.classifier import Classifier
 from downsample_lab.config import EvalConfig, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
@@ -37,10 +42,40 @@ def load_classifier(ckpt_path: str | Path) -> Classifier:
         ) from None
 
 
+def data_from_checkpoint(cfg: DictConfig, saved: dict[str, Any] | None) -> DictConfig:
+    """``cfg`` with the ``data`` keys of the run that wrote the checkpoint, except those this command sets.
+
+    A run trained on ``data.source=folder`` or ``synthetic`` is tested on the same data without retyping its
+    keys; an override on the command line (``data.<key>=...``) still wins.
+    """
+    if not saved or not isinstance(saved.get("data"), dict):
+        log.warning("The checkpoint records no run config (an older version): data keys are this command's.")
+        return cfg
+    typed = set()
+    for override in HydraConfig.get().overrides.task:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key == "data":  # a whole group chosen on the command line
+            return cfg
+        if key.startswith("data."):
+            typed.add(key.removeprefix("data."))
+    taken = {k: v for k, v in saved["data"].items() if k in cfg.data and k not in typed}
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.data = OmegaConf.merge(cfg.data, taken)
+    log.info(
+        "Data keys from the checkpoint's run: %s", ", ".join(f"{k}={v}" for k, v in sorted(taken.items()))
+    )
+    return cfg
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
     cfg = validate(cfg, EvalConfig)
     model = load_classifier(cfg.ckpt_path)
+    saved = torch.load(Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=True).get(
+        "run_config"
+    )
+    cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)
     model.max_shift = cfg.eval.max_shift
     L.seed_everything(cfg.seed, workers=True)
     datamodule = CIFAR10DataModule(
@@ -55,10 +90,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
-def main(cfg: DictConfig) -> float | None:
-    """Console-script and ``python -m`` entry point."""
+def _main(cfg: DictConfig) -> float | None:
     with distributed_job():
         return run_task(evaluate, cfg, metric="test/acc")
+
+
+def main() -> float | None:
+    """Console-script and ``python -m`` entry point."""
+    return cli.run(_main, "eval", EvalConfig)
 
 
 if __name__ == "__main__":

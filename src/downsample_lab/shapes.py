@@ -8,8 +8,10 @@ e.g. ``input_size=[1,3,256,256]``.
 from __future__ import annotations
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
+from downsample_lab import cli
 from downsample_lab.config import ShapesConfig, config_dir, validate
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.models import build_model, describe_model
@@ -21,7 +23,13 @@ def format_shapes(cfg: DictConfig) -> str:
     m = cfg.model
     size = tuple(cfg.input_size)
     model = build_model(m)
-    rows = layer_table(model, size)
+    try:
+        rows = layer_table(model, size)
+    except (
+        RuntimeError,
+        ValueError,
+    ) as err:  # a pooling or conv output of size 0: the input is too small for the model
+        raise UserError(_too_small(m, size, err)) from None
     head = f"{describe_model(m)}; input {'x'.join(map(str, size))}"
     lines = [head, "", f"{'layer':<22} {'type':<17} {'output shape':<18} {'params':>10}  formula"]
     for r in rows:
@@ -36,13 +44,34 @@ def format_shapes(cfg: DictConfig) -> str:
     return "\n".join(lines)
 
 
+def _too_small(m: DictConfig, size: tuple[int, ...], err: Exception) -> str:
+    # The smallest power-of-two square input that passes, found on the meta device (shapes only, no compute).
+    with torch.device("meta"):
+        model = build_model(m).eval()
+    fits = None
+    for side in (2**i for i in range(1, 13)):
+        try:
+            model(torch.zeros(1, 3, side, side, device="meta"))
+        except (RuntimeError, ValueError):
+            continue
+        fits = side
+        break
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    hint = f"; e.g. input_size=[{size[0]},3,{fits},{fits}] fits" if fits else ""
+    return f"input_size=[{','.join(map(str, size))}] is too small for {describe_model(m)} ({reason}){hint}"
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="shapes")
-def main(cfg: DictConfig) -> None:
-    """Console-script and ``python -m`` entry point."""
+def _main(cfg: DictConfig) -> None:
     try:
         print(format_shapes(validate(cfg, ShapesConfig)))
     except UserError as err:
         exit_with_error(err)
+
+
+def main() -> None:
+    """Console-script and ``python -m`` entry point."""
+    cli.run(_main, "shapes", ShapesConfig)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from downsample_lab import cli
 from downsample_lab.callbacks import (
     EpochSummary,
     EpochThroughput,
@@ -28,9 +29,9 @@ from downsample_lab.callbacks import (
     StopOnNonFiniteLoss,
 )
 from downsample_lab.classifier import Classifier
-from downsample_lab.config import config_dir, validate
+from downsample_lab.config import TrainConfig, check_accelerator, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
-from downsample_lab.entry import run_dir, run_task
+from downsample_lab.entry import restart_command, run_dir, run_task
 from downsample_lab.errors import ConfigError, UserError
 from downsample_lab.models import describe_model
 from downsample_lab.trainer import build_trainer, distributed_job, flatten, log_hparams, tensorboard_logger
@@ -72,6 +73,11 @@ def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, int] | None:
             if HydraConfig.get().mode == RunMode.MULTIRUN or int(os.environ.get("LOCAL_RANK", 0)) > 0:
                 log.info("resume=true: %s holds no checkpoint yet, so this job starts from scratch.", out)
                 return None
+            if (out / ".hydra" / "overrides.yaml").is_file():
+                raise ConfigError(
+                    f"resume=true but the run {out} wrote no checkpoint before it stopped, so there is nothing to "
+                    f"continue; start it again: {restart_command()}"
+                )
             raise ConfigError(
                 f"resume=true but {path} does not exist; pass the interrupted run's directory with "
                 "hydra.run.dir=<run dir> (or a checkpoint with ckpt_path=<file.ckpt>), or drop resume=true"
@@ -96,8 +102,7 @@ def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, int] | None:
 
 
 def _check_same_run(cfg: DictConfig, saved: dict[str, Any] | None, path: Path) -> None:
-    # Hydra has already overwritten the run's .hydra/config.yaml with this command's config, so the checkpoint
-    # carries the config it was trained with; continuing it under another one would mix two runs.
+    # The checkpoint carries the config it was trained with; continuing it under another one would mix two runs.
     if saved is None:
         log.warning("Checkpoint %s records no run config (written by an older version): not compared.", path)
         return
@@ -108,11 +113,11 @@ def _check_same_run(cfg: DictConfig, saved: dict[str, Any] | None, path: Path) -
         if k not in RESUME_MAY_CHANGE and now.get(k) != then.get(k)
     ]
     if differ:
-        key = differ[0]
-        more = f" (and {len(differ) - 1} more keys)" if len(differ) > 1 else ""
+        keys = "; ".join(f"{k}={now.get(k)} here but {then.get(k)} in the run" for k in differ)
         raise ConfigError(
-            f"cannot resume from checkpoint {path}: {key}={now.get(key)} here but {then.get(key)} in the run that "
-            f"wrote it{more}; resume with that run's own overrides"
+            f"cannot resume from checkpoint {path}: {len(differ)} key(s) differ from the run that wrote it: "
+            f"{keys}; drop those overrides (resume=true hydra.run.dir=<run> alone takes the run's own), only "
+            f"{', '.join(k for k in RESUME_MAY_CHANGE if k not in ('resume', 'ckpt_path'))} may change"
         )
 
 
@@ -178,11 +183,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def _check_start(cfg: DictConfig) -> None:
+    # Before status.json is touched: a refused resume leaves the run's records as they were.
+    typed = validate(cfg)
+    check_accelerator(typed.trainer)
+    resume_point(typed, run_dir())
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Console-script and ``python -m`` entry point."""
+def _main(cfg: DictConfig) -> float | None:
     with distributed_job():
-        return run_task(train, cfg, metric="val/acc_best", skip_completed=cfg.get("resume") is True)
+        return run_task(
+            train, cfg, metric="val/acc_best", skip_completed=cfg.get("resume") is True, check=_check_start
+        )
+
+
+def main() -> float | None:
+    """Console-script and ``python -m`` entry point."""
+    return cli.run(_main, "train", TrainConfig)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from downsample_lab.callbacks import ProgressBar
-from downsample_lab.config import runs_on_cuda
+from downsample_lab.config import check_accelerator, runs_on_cuda
+from downsample_lab.console import quiet_libraries
 from downsample_lab.models import effective_widths
 
 log = logging.getLogger(__name__)
@@ -108,16 +109,25 @@ def build_trainer(
     """A ``lightning.Trainer`` from the ``trainer`` config group; every key of the group is a Trainer argument."""
     if HydraConfig.initialized():
         subprocess_script._hydra_subprocess_cmd = _hydra_job_command
+    check_accelerator(trainer_cfg)
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
     log.info("Device %s; precision %s (%s).", describe_device(trainer_cfg), kwargs["precision"], why)
+    quiet_libraries()
     callbacks = list(callbacks)
     # A bar only where a person watches it: redirected to a file, tqdm's redraws are noise (EpochSummary's
     # lines say the same). It redraws at the logging interval.
     kwargs["enable_progress_bar"] = trainer_cfg.enable_progress_bar and sys.stderr.isatty()
     if kwargs["enable_progress_bar"]:
         callbacks.append(ProgressBar(refresh_rate=trainer_cfg.log_every_n_steps))
-    return L.Trainer(**kwargs, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    # The "Model: ..." log line has parameters and FLOPs; Lightning's summary would show 0 FLOPs.
+    return L.Trainer(
+        **kwargs,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
 
 
 def describe_device(trainer_cfg: DictConfig) -> str:

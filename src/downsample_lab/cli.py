@@ -1,0 +1,255 @@
+"""The command line before Hydra reads it: what every entry point's ``main()`` does first.
+
+- A mistyped key (``model.downsampl=conv``), an unknown config (``model=fsat``), an override Hydra cannot
+  parse and a sweep experiment without ``-m`` end with one line and exit code 2, with a did-you-mean where one
+  fits. Hydra would print a few lines with a ``+key`` hint (adding the key would fail our schema anyway) and
+  exit 1. The checks are Hydra's own parser plus the schema of ``config.py``; nothing is composed.
+- ``resume=true hydra.run.dir=<run>`` (or ``-m resume=true hydra.sweep.dir=<sweep>``) puts the run's saved
+  overrides (``.hydra/overrides.yaml``, or the sweep's ``multirun.yaml``) in front of the command line's, so a
+  run resumes from its directory alone. ``train`` compares the result with the checkpoint's config.
+- A DDP worker process dies with the process that launched it (:func:`die_with_parent`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import difflib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from downsample_lab.config import config_dir
+from downsample_lab.errors import ConfigError, UserError, exit_with_error
+
+# Set by the process that starts a run; a DDP worker it launches compares it with its parent's id.
+LAUNCHER_PID_ENV = "DOWNSAMPLE_LAB_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """In a DDP worker process (``LOCAL_RANK`` set by the launcher), exit as soon as the launcher dies.
+
+    A worker whose launcher was SIGKILLed would otherwise wait inside a collective until its timeout (30
+    minutes), holding its device, and a ``resume=true`` on the same devices could not start. On Linux the kernel
+    sends the worker SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread
+    polls the parent's id. A launcher that died before this ran is caught by comparing the parent's id with the
+    one the launcher left in the environment.
+    """
+    if "LOCAL_RANK" not in os.environ:
+        return
+    expected = os.environ.get(LAUNCHER_PID_ENV)
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+    if expected is not None and int(expected) != os.getppid():
+        os._exit(1)  # the launcher died before the line above took effect
+
+
+def _groups(config_name: str) -> set[str]:
+    """The config groups that ``config_name``'s defaults list selects (model, data, ...), Hydra's own left out."""
+    root = OmegaConf.load(config_dir() / f"{config_name}.yaml")
+    groups = set()
+    for entry in root.get("defaults", []):
+        if isinstance(entry, DictConfig):
+            for key in entry:
+                name = str(key).removeprefix("override ").strip()
+                if not name.startswith("hydra"):
+                    groups.add(name)
+    return groups
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def _schema_keys(schema: type) -> list[str]:
+    def walk(node: Any, prefix: str) -> list[str]:
+        keys = []
+        for key in node:
+            name = f"{prefix}{key}"
+            keys.append(name)
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                keys += walk(child, f"{name}.")
+        return keys
+
+    return walk(OmegaConf.structured(schema), "")
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
+
+
+def check_overrides(overrides: list[Any], config_name: str, schema: type) -> None:
+    """Raise ConfigError for an override of a key the schema lacks, or of a config a group lacks."""
+    keys = _schema_keys(schema)
+    groups = _groups(config_name)
+    for o in overrides:
+        key = o.key_or_group
+        if o.is_hydra_override() or o.is_delete() or o.is_force_add() or o.package is not None:
+            continue
+        if key in groups:
+            options = _options(key)
+            if o.is_discrete_sweep():
+                values = list(o.sweep_string_iterator())
+            else:
+                values = [] if o.is_sweep_override() else [o.value()]
+            for value in values:
+                if value is not None and str(value) not in ("null", *options):
+                    raise ConfigError(
+                        f"{key}={value} is not a {key} config{_did_you_mean(str(value), options)} "
+                        f"(configs/{key}/ has: {', '.join(options)})"
+                    )
+            continue
+        if o.is_add():
+            if key in keys:
+                raise ConfigError(f"+{key}: {key} is already a config key; set it without the +")
+            continue  # a new key: validate() names it if the schema has no place for it
+        if key not in keys:
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            siblings = [k for k in keys if "." in k and k.rsplit(".", 1)[0] == parent]
+            has = f" (the {parent} group has: {', '.join(k.rsplit('.', 1)[1] for k in siblings)})"
+            raise ConfigError(
+                f"{key} is not a config key{_did_you_mean(key, keys)}" + (has if siblings else "")
+            )
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _key(o: Any) -> str:
+    return o.key_or_group if o.package is None else f"{o.key_or_group}@{o.package}"
+
+
+def merge_overrides(saved: list[str], given: list[str]) -> list[str]:
+    """``saved`` with every key that ``given`` also sets replaced in place, then ``given``'s other overrides.
+
+    In place, so that a resumed sweep enumerates its jobs in the order (and so under the numbers and
+    directory names) of the sweep it continues.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    new = {_key(o): o.input_line for o in parser.parse_overrides(given)}
+    merged = []
+    for o in parser.parse_overrides(saved):
+        merged.append(new.pop(_key(o), o.input_line))
+    return merged + list(new.values())
+
+
+def _saved_overrides(directory: Path, multirun: bool) -> list[str] | None:
+    """The task overrides a run (``.hydra/overrides.yaml``) or a sweep (``multirun.yaml``) was started with."""
+    try:
+        if multirun:
+            return [str(o) for o in OmegaConf.load(directory / "multirun.yaml").hydra.overrides.task]
+        return [str(o) for o in OmegaConf.load(directory / ".hydra" / "overrides.yaml")]
+    except Exception:  # no such file, or not a run's: resume_point says what is missing
+        return None
+
+
+def _sweep_experiment(overrides: list[Any]) -> str | None:
+    """The name of a chosen experiment that is a sweep (sets ``hydra.sweeper.params``), if any."""
+    for o in overrides:
+        if o.key_or_group == "experiment" and not o.is_sweep_override() and o.value() is not None:
+            path = config_dir() / "experiment" / f"{o.value()}.yaml"
+            if path.is_file() and OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params"):
+                return str(o.value())
+    return None
+
+
+def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
+    """Check ``argv``'s overrides (raise UserError) and return it with a resumed run's overrides filled in."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import OverrideParseException
+
+    args = get_args_parser().parse_args(argv[1:])
+    if args.help or args.hydra_help or args.shell_completion or args.info or args.experimental_rerun:
+        return argv
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except OverrideParseException as err:
+        bad = str(getattr(err, "override", "") or "")
+        key, _, value = bad.partition("=")
+        example = f"'{key}=\"{value}\"'" if value else "'key=\"value\"'"
+        raise ConfigError(
+            f"cannot read the override {bad or '(one of them)'}: Hydra needs a value that holds '=', ',', '[', ']', "
+            f"'~' or spaces in quotes, e.g. {example}"
+        ) from None
+    check_overrides(overrides, config_name, schema)
+    if not args.multirun and (name := _sweep_experiment(overrides)):
+        raise ConfigError(
+            f"experiment={name} is a sweep (it sets hydra.sweeper.params); add -m to run it: "
+            f"python -m downsample_lab.{config_name} -m experiment={name} ..."
+        )
+    resume = any(o.key_or_group == "resume" and _is_true(o.value()) for o in overrides)
+    where = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
+    directory = next((str(o.value()) for o in overrides if o.key_or_group == where), None)
+    if not resume or directory is None:
+        return argv
+    saved = _saved_overrides(Path(directory).expanduser(), args.multirun)
+    if saved is None:
+        return argv
+    given = list(args.overrides)
+    rest = list(argv[1:])
+    for token in given:  # the flags (and their values) stay where they were
+        rest.remove(token)
+    return [argv[0], *rest, *merge_overrides(saved, given)]
+
+
+def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
+    """Run the ``@hydra.main`` function ``hydra_main`` on the checked and completed command line."""
+    die_with_parent()
+    from downsample_lab.console import quiet_libraries
+
+    quiet_libraries()
+    if "LOCAL_RANK" not in os.environ:  # this process launches the run (and any DDP workers)
+        os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
+    try:
+        sys.argv = prepare_argv(sys.argv, config_name, schema)
+    except UserError as err:
+        exit_with_error(err)
+    record = _sweep_record(sys.argv)
+    saved = record.read_bytes() if record is not None else None
+    try:
+        return hydra_main()
+    finally:
+        # Hydra's launcher rewrites multirun.yaml at every start; a resumed sweep keeps the one it was started
+        # with, as a resumed run keeps its .hydra/ (configs/hydra/default.yaml, output_subdir).
+        if saved is not None and record.read_bytes() != saved:
+            record.write_bytes(saved)
+
+
+def _sweep_record(argv: list[str]) -> Path | None:
+    """``<sweep dir>/multirun.yaml`` when ``argv`` resumes a sweep that has one."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = get_args_parser().parse_args(argv[1:])
+    if not args.multirun:
+        return None
+    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    if not any(o.key_or_group == "resume" and _is_true(o.value()) for o in overrides):
+        return None
+    directory = next((str(o.value()) for o in overrides if o.key_or_group == "hydra.sweep.dir"), None)
+    path = Path(directory).expanduser() / "multirun.yaml" if directory else None
+    return path if path is not None and path.is_file() else None
