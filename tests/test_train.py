@@ -46,10 +46,11 @@ def test_run_directory_holds_config_checkpoints_and_status(trained_run):
 
 def test_tensorboard_run_is_named_and_holds_the_tags(trained_run):
     runs = list((trained_run / "tb").iterdir())
-    assert [r.name for r in runs] == ["downsample=conv,kernel_size=5,widths=4-8,seed=1"]
+    assert [r.name for r in runs] == ["conv_k5_w4-8_seed1"]
     reader = SummaryReader(str(runs[0]))
     scalars = reader.scalars
     assert set(scalars.tag) >= TAGS, TAGS - set(scalars.tag)
+    assert "epoch" not in set(scalars.tag)  # Lightning's counter would lead the Time Series dashboard
     per_epoch = scalars[scalars.tag == "val/acc"]
     assert len(per_epoch) == 2
     best = scalars[scalars.tag == "val/acc_best"].value.tolist()
@@ -61,6 +62,7 @@ def test_tensorboard_run_is_named_and_holds_the_tags(trained_run):
     assert set(hparams) >= HPARAMS
     assert hparams["model.downsample"] == "conv" and hparams["model.widths"] == "[4, 8]"
     assert hparams["trainer.precision"] != "auto"  # the precision that ran
+    assert hparams["data.augment"] is True  # a boolean, not 1.0
 
 
 def _model(run: Path) -> torch.nn.Module:
