@@ -105,6 +105,23 @@ def job_dirname(*, _root_: DictConfig) -> str:
 OmegaConf.register_new_resolver("dirname", short_dirname, replace=True)
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 
+# One line per downsampling strategy, for the --help of train, shapes and bench (configs/hydra/help/).
+STRATEGY_HELP = {
+    "maxpool": "MaxPool2d(2, stride 2): no parameters",
+    "conv": "Conv2d(C, C, 2, stride 2) → BatchNorm → ReLU: learned, 4·C·C + 2·C parameters",
+    "conv3": "Conv2d(C, C, 3, stride 2, padding 1) → BatchNorm → ReLU: overlapping windows, 9·C·C + 2·C",
+    "avgpool": "AvgPool2d(2, stride 2): no parameters",
+    "blurpool": "anti-aliased max-pool (Zhang 2019): MaxPool2d(2, stride 1), 3x3 blur with stride 2",
+}
+
+
+def strategies_help() -> str:
+    """The ``${strategies:}`` resolver: every valid ``model.downsample`` with what it builds."""
+    return "\n".join(f"{name:<9} {STRATEGY_HELP.get(name, '')}".rstrip() for name in DOWNSAMPLE_NAMES)
+
+
+OmegaConf.register_new_resolver("strategies", strategies_help, replace=True)
+
 
 def config_dir() -> Path:
     """Where the YAML configs live: inside the package for a wheel install, ``./configs`` for an editable one."""
