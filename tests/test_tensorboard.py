@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from hydra.types import RunMode
+from omegaconf import OmegaConf, read_write
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 from downsample_lab.config import TrainConfig, job_dirname, planned_jobs, short_dirname
 from downsample_lab.entry import sweep_summary
 from downsample_lab.train import run_name
-from downsample_lab.trainer import _schema_kinds, hparam_values, hparams_summaries, trial_name
+from downsample_lab.trainer import _schema_kinds, hparam_values, hparams_summaries, swept_keys, trial_name
 
 from .conftest import TINY, compose_config, run_cli
 
@@ -70,6 +72,24 @@ def test_experiment_marks_differing_keys_and_orders_the_metrics():
     assert types["data.augment"] == api_pb2.DATA_TYPE_BOOL
     assert types["data.train_subset"] == api_pb2.DATA_TYPE_FLOAT64
     assert _start(summaries).group_name == "x"
+
+
+def test_swept_keys_are_read_from_the_sweeps_multirun_yaml(tmp_path):
+    cfg = compose_config("train")
+    hydra = OmegaConf.create(
+        {"overrides": {"task": ["model.kernel_size=3,5", "optim=sgd,adamw", "trainer.max_epochs=1"]},
+         "sweeper": {"params": {"seed": "0,1"}}}
+    )  # fmt: skip
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml({"hydra": hydra}))
+    _, kinds = hparam_values(OmegaConf.to_container(cfg, resolve=True), _schema_kinds(TrainConfig))
+    with read_write(HydraConfig.get()):  # as in a job of that sweep
+        HydraConfig.get().mode = RunMode.MULTIRUN
+        HydraConfig.get().sweep.dir = str(tmp_path)
+    # a swept group counts as its name key; constants (trainer.max_epochs) do not differ
+    assert swept_keys(kinds) == {"model.kernel_size", "optim.name", "seed"}
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().mode = RunMode.RUN
+    assert swept_keys(kinds) == set()
 
 
 def test_trial_name_starts_with_what_tells_runs_apart():
