@@ -55,7 +55,9 @@ def _complete(line: str) -> list[str]:
 
 def test_tab_completion_offers_keys_groups_and_values():
     script = run_cli("train", "-sc", "install=bash", timeout=120)
-    assert script.returncode == 0 and "complete -o nospace -o default -F hydra_bash_completion" in script.stdout
+    assert (
+        script.returncode == 0 and "complete -o nospace -o default -F hydra_bash_completion" in script.stdout
+    )
     assert "model.downsample=" in _complete("downsample-train model.down")
     assert "model=all_cnn_c" in _complete("downsample-train model=")  # a group's options
     # a key's value: Hydra offers the current one (the valid strategies are in --help)
@@ -68,7 +70,8 @@ def test_shapes_shows_stride_and_padding_and_explains_the_missing_bias():
     header = next(line for line in text.splitlines() if line.startswith("layer"))
     assert header.split()[:6] == ["layer", "type", "output", "shape", "stride", "pad"]
     conv3 = next(line for line in text.splitlines() if line.startswith("stages.0.1.0"))
-    assert conv3.split()[1:5] == ["Conv2d", "1x8x16x16", "2", "1"]  # the strided 3x3 conv: stride 2, padding 1
+    # the strided 3x3 conv: stride 2, padding 1
+    assert conv3.split()[1:5] == ["Conv2d", "1x8x16x16", "2", "1"]
     assert "3·3·8·8" in conv3 and "+" not in conv3  # no + C_out: no bias before BatchNorm
     stem = next(line for line in text.splitlines() if line.startswith("stem.0"))
     assert stem.split()[3:5] == ["1", "1"]

@@ -390,19 +390,25 @@ def test_directory_without_runs_is_a_user_error(tmp_path, capsys):
 
 def _hydra_job(run_dir: Path, name: str) -> None:
     # .hydra/hydra.yaml as Hydra writes it: the job name is the tool (train, eval, bench)
-    (run_dir / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    name: {name}\n  run:\n    dir: ${{x}}\n")
+    (run_dir / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  job:\n    name: {name}\n  run:\n    dir: ${{x}}\n"
+    )
 
 
 def test_only_training_runs_count_and_refused_ones_are_listed_apart(tmp_path, base_cfg):
     cfg = make_cfg(base_cfg, 0, downsample="maxpool")
     _hydra_job(write_run(tmp_path / "outputs" / "train" / "a", cfg, test_acc=0.8), "train")
     # a bench run has a model config and TensorBoard scalars too
-    bench = write_run(tmp_path / "outputs" / "bench" / "b", make_cfg(base_cfg, 0, downsample="conv"), test_acc=0.1)
+    bench = write_run(
+        tmp_path / "outputs" / "bench" / "b", make_cfg(base_cfg, 0, downsample="conv"), test_acc=0.1
+    )
     _hydra_job(bench, "bench")
     # a command line refused at start-up: status.json and .hydra/, no TensorBoard run
     refused = tmp_path / "outputs" / "train" / "c"
     (refused / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(make_cfg(base_cfg, 1, downsample="conv")), refused / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create(make_cfg(base_cfg, 1, downsample="conv")), refused / ".hydra" / "config.yaml"
+    )
     _hydra_job(refused, "train")
     (refused / "status.json").write_text(
         json.dumps({"status": "failed", "error": "model.widths=[] is not valid; give one positive width"})

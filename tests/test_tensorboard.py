@@ -6,6 +6,7 @@ API, what its HParams and Scalars dashboards would show.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -118,7 +119,12 @@ def _sweep_root(tmp_path: Path, sweep: list[str], job: list[str], num: int = 3, 
 
 
 def test_job_folder_names_carry_the_varying_values_and_paste_into_overrides(tmp_path):
-    sweep = ["model.downsample=maxpool,conv", "seed=0,1", "model.widths=[8,16],[16,32]", "data.source=synthetic"]
+    sweep = [
+        "model.downsample=maxpool,conv",
+        "seed=0,1",
+        "model.widths=[8,16],[16,32]",
+        "data.source=synthetic",
+    ]
     job = ["model.downsample=conv", "seed=1", "model.widths=[16,32]", "data.source=synthetic"]
     name = job_dirname(_root_=_sweep_root(tmp_path, sweep, job))
     assert name == "3_downsample-conv_seed-1_widths-16-32"  # constants (data.source) are not repeated
@@ -132,7 +138,9 @@ def test_job_folder_names_carry_the_varying_values_and_paste_into_overrides(tmp_
 
 def test_job_folder_names_from_experiment_sweeps_stay_short(tmp_path):
     params = {"model.downsample": "maxpool,conv", "seed": "0,1,2"}
-    root = _sweep_root(tmp_path, ["experiment=ablation_quick"], ["model.downsample=conv", "seed=2"], 4, params)
+    root = _sweep_root(
+        tmp_path, ["experiment=ablation_quick"], ["model.downsample=conv", "seed=2"], 4, params
+    )
     assert job_dirname(_root_=root) == "4_downsample-conv_seed-2"
     long = short_dirname("x=" + "a" * 300)
     assert len(long) == 96 and "=" not in long and "~" not in long
@@ -158,7 +166,10 @@ def test_sweep_summary_says_how_many_jobs_never_ran(tmp_path):
     assert text.splitlines()[0] == f"Sweep {tmp_path}: 2 of 5 jobs completed; 1 did not and 2 never ran:"
     assert "job 2 (seed=2): boom" in text
     (tmp_path / "2_seed-2" / "status.json").write_text(json.dumps({"status": "completed"}))
-    assert sweep_summary(tmp_path, planned=5) == (f"Sweep {tmp_path}: 3 of 5 jobs completed; 2 never ran.", False)
+    assert sweep_summary(tmp_path, planned=5) == (
+        f"Sweep {tmp_path}: 3 of 5 jobs completed; 2 never ran.",
+        False,
+    )
     assert sweep_summary(tmp_path, planned=3) == (f"Sweep {tmp_path}: all 3 jobs completed.", True)
 
 
@@ -174,7 +185,10 @@ def _free_port() -> int:
 
 def _post(base: str, path: str, body: dict) -> dict:
     request = urllib.request.Request(
-        base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        base + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
@@ -211,15 +225,13 @@ def test_a_real_tensorboard_shows_the_study(tmp_path):
         while len(groups) < 4:  # the server answers before it has read every event file
             assert server.poll() is None, server.stderr.read()[-3000:]
             assert time.monotonic() < deadline, f"TensorBoard showed {len(groups)} of 4 runs within 90 s"
-            try:
+            with contextlib.suppress(OSError):  # not listening yet
                 groups = _post(
                     base,
                     "/data/plugin/hparams/session_groups",
                     {"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
                      "colParams": [], "startIndex": 0, "sliceSize": 100},
                 ).get("sessionGroups", [])  # fmt: skip
-            except OSError:
-                pass
             time.sleep(0.5)
         experiment = _post(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
         tags = _get(base, "/data/plugin/scalars/tags")

@@ -756,7 +756,9 @@ def _markdown_report(rep: Report) -> str:
     left_out = [r for r in started if r.status != "completed"]
     not_started = [r for r in rep.runs if r.status == NOT_STARTED]
     apart = (
-        f" {len(not_started)} more stopped at start-up, before training (listed apart)." if not_started else ""
+        f" {len(not_started)} more stopped at start-up, before training (listed apart)."
+        if not_started
+        else ""
     )
     lines = [
         "# Ablation report",

@@ -17,7 +17,6 @@ from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.models import build_model, describe_model
 from downsample_lab.models.summary import count_params, forward_flops, layer_table
 
-
 BIAS_NOTE = (
     "Convs followed by BatchNorm have no bias (bias=False), so their formula is k·k·C_in·C_out without the\n"
     "+ C_out of a biased conv: BatchNorm subtracts the batch mean, which would cancel a bias, and adds its own\n"

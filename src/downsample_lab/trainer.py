@@ -23,7 +23,14 @@ from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-from tensorboard.plugins.hparams.api_pb2 import DataType, Experiment, HParamInfo, MetricInfo, MetricName, Status
+from tensorboard.plugins.hparams.api_pb2 import (
+    DataType,
+    Experiment,
+    HParamInfo,
+    MetricInfo,
+    MetricName,
+    Status,
+)
 from tensorboard.plugins.hparams.metadata import (
     EXPERIMENT_TAG,
     PLUGIN_DATA_VERSION,
@@ -301,7 +308,9 @@ def hparams_summaries(
         if kinds[key] == "bool":
             info.domain_discrete.extend([False, True])
         infos.append(info)
-    experiment = Experiment(hparam_infos=infos, metric_infos=[MetricInfo(name=MetricName(tag=m)) for m in metrics])
+    experiment = Experiment(
+        hparam_infos=infos, metric_infos=[MetricInfo(name=MetricName(tag=m)) for m in metrics]
+    )
 
     start = SessionStartInfo(group_name=group_name)
     for key, value in values.items():
@@ -333,14 +342,16 @@ def trial_name(values: Mapping[str, Any], differs: Iterable[str], run_dir: Path)
     the same name into one row).
     """
     first, last = "model.downsample", "seed"
-    ordered = [first] + sorted(set(differs) - {first, last}) + [last]
+    ordered = [first, *sorted(set(differs) - {first, last}), last]
     parts = []
     for key in (k for k in ordered if k in differs and k in values):
         value = values[key]
         if key == first:
             parts.append(str(value))
         else:
-            parts.append(f"{key.rsplit('.', 1)[-1]}={json.dumps(value) if isinstance(value, bool) else value}")
+            parts.append(
+                f"{key.rsplit('.', 1)[-1]}={json.dumps(value) if isinstance(value, bool) else value}"
+            )
     return f"{' '.join(parts)} · {run_dir}"
 
 
