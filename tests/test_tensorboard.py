@@ -128,6 +128,9 @@ def test_job_folder_names_carry_the_varying_values_and_paste_into_overrides(tmp_
     job = ["model.downsample=conv", "seed=1", "model.widths=[16,32]", "data.source=synthetic"]
     name = job_dirname(_root_=_sweep_root(tmp_path, sweep, job))
     assert name == "3_downsample-conv_seed-1_widths-16-32"  # constants (data.source) are not repeated
+    fixed_seed = _sweep_root(tmp_path, ["model.downsample=maxpool,conv"], ["model.downsample=conv"], 1)
+    fixed_seed.seed = 7
+    assert job_dirname(_root_=fixed_seed) == "1_downsample-conv_seed-7"  # the seed, even where it is fixed
     # the path goes into any override as it is, through Hydra's own parser
     path = f"outputs/train-multirun/2026-11-26_03-32-17.123456/{name}"
     parsed = OverridesParser.create().parse_overrides(
@@ -214,16 +217,17 @@ def test_a_real_tensorboard_shows_the_study(tmp_path):
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "tensorboard.log").open("w")  # a file, not a pipe nobody reads while it runs
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", f"--logdir={sweep}", "--host=127.0.0.1", f"--port={port}",
          "--reload_interval=0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         groups: list = []
         deadline = time.monotonic() + 90
         while len(groups) < 4:  # the server answers before it has read every event file
-            assert server.poll() is None, server.stderr.read()[-3000:]
+            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"TensorBoard showed {len(groups)} of 4 runs within 90 s"
             with contextlib.suppress(OSError):  # not listening yet
                 groups = _post(
@@ -238,6 +242,7 @@ def test_a_real_tensorboard_shows_the_study(tmp_path):
     finally:
         server.kill()
         server.wait(timeout=30)
+        log.close()
 
     infos = experiment["hparamInfos"]
     differs = [h["name"] for h in infos if h.get("differs")]

@@ -76,7 +76,7 @@ def _job_value(value: str) -> str:
 
 
 def job_dirname(*, _root_: DictConfig) -> str:
-    """A sweep job's directory name: its number and the values of the keys the sweep varies.
+    """A sweep job's directory name: its number, the values of the keys the sweep varies, and the seed.
 
     ``3_downsample-conv_seed-1`` for ``-m model.downsample=maxpool,conv seed=0,1``. Registered as the config
     resolver ``${job_dirname:}`` (``configs/hydra/default.yaml``). The keys that vary come from the sweep's
@@ -94,6 +94,9 @@ def job_dirname(*, _root_: DictConfig) -> str:
     own = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
     values = {o.key_or_group: o.get_value_element_as_str() for o in own if not o.is_sweep_override()}
     keys = [k for k in (varying if varying is not None else values) if k in values]
+    if "seed" not in keys and OmegaConf.select(_root_, "seed", default=None) is not None:
+        keys.append("seed")  # always: the seed tells replicates apart, and a sweep may keep it fixed
+        values["seed"] = str(_root_.seed)
     short = [k.rsplit(".", 1)[-1].lstrip("+~") for k in keys]
     parts = [
         f"{name if short.count(name) == 1 else key}-{_job_value(values[key])}"
