@@ -139,6 +139,16 @@ def test_job_folder_names_carry_the_varying_values_and_paste_into_overrides(tmp_
     assert [o.value() for o in parsed] == [path, f"{path}/checkpoints/last.ckpt"]
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    ["optim.lr=1e30,seed=0", "optim.lr=-1", "data.augment=true", "model.widths=[8,16]", "a=x:y~z"],
+)
+def test_any_job_folder_name_parses_as_a_plain_path(overrides):
+    path = f"outputs/train-multirun/2026-11-26_03-32-17.123456/0_{short_dirname(overrides)}"
+    (parsed,) = OverridesParser.create().parse_overrides([f"hydra.run.dir={path}"])
+    assert parsed.value() == path
+
+
 def test_job_folder_names_from_experiment_sweeps_stay_short(tmp_path):
     params = {"model.downsample": "maxpool,conv", "seed": "0,1,2"}
     root = _sweep_root(
