@@ -105,7 +105,6 @@ def job_dirname(*, _root_: DictConfig) -> str:
     return short_dirname("_".join([str(hydra_cfg.job.num), *parts]))
 
 
-OmegaConf.register_new_resolver("dirname", short_dirname, replace=True)
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
 
 # One line per downsampling strategy, for the --help of train, shapes and bench (configs/hydra/help/).
