@@ -129,7 +129,7 @@ def test_reproduce_script_runs_the_sweep_and_writes_the_report(tmp_path):
     accs = [
         json.loads((job / "status.json").read_text())["metrics"]["test/acc"]
         for job in jobs
-        if "downsample=maxpool" in job.name
+        if "_downsample-maxpool_" in job.name
     ]
     assert f"{100 * sum(accs) / 2:.2f}" in report
 

@@ -386,3 +386,81 @@ def test_directory_without_runs_is_a_user_error(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no run directories below") and err.count("\n") == 1
+
+
+def _hydra_job(run_dir: Path, name: str) -> None:
+    # .hydra/hydra.yaml as Hydra writes it: the job name is the tool (train, eval, bench)
+    (run_dir / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  job:\n    name: {name}\n  run:\n    dir: ${{x}}\n"
+    )
+
+
+def test_only_training_runs_count_and_refused_ones_are_listed_apart(tmp_path, base_cfg):
+    cfg = make_cfg(base_cfg, 0, downsample="maxpool")
+    _hydra_job(write_run(tmp_path / "outputs" / "train" / "a", cfg, test_acc=0.8), "train")
+    # a bench run has a model config and TensorBoard scalars too
+    bench = write_run(
+        tmp_path / "outputs" / "bench" / "b", make_cfg(base_cfg, 0, downsample="conv"), test_acc=0.1
+    )
+    _hydra_job(bench, "bench")
+    # a command line refused at start-up: status.json and .hydra/, no TensorBoard run
+    refused = tmp_path / "outputs" / "train" / "c"
+    (refused / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create(make_cfg(base_cfg, 1, downsample="conv")), refused / ".hydra" / "config.yaml"
+    )
+    _hydra_job(refused, "train")
+    (refused / "status.json").write_text(
+        json.dumps({"status": "failed", "error": "model.widths=[] is not valid; give one positive width"})
+    )
+    rep = report.build_report(tmp_path / "outputs", tmp_path / "out")
+    assert [len(a.runs) for a in rep.arms] == [1] and rep.keys == []  # conv exists only in bench/refused runs
+    assert [(r.path.name, r.task) for r in rep.skipped] == [("b", "bench")]
+    assert {r.path.name: r.status for r in rep.runs} == {"a": "completed", "c": "not started"}
+    text = rep.path.read_text()
+    assert "1 training runs found, 1 completed and counted, 0 failed" in text
+    assert "## Stopped at start-up (1)" in text and "model.widths=[] is not valid" in text
+    assert "`bench/b` (bench, completed)" in text
+
+
+def test_report_prints_no_warnings_and_no_internal_names(tmp_path, base_cfg):
+    # Identical accuracies within each arm: scipy warns about precision loss in the t-test
+    for seed in range(3):
+        for downsample, acc in (("maxpool", 0.5), ("conv", 0.6)):
+            cfg = make_cfg(base_cfg, seed, downsample=downsample)
+            write_run(tmp_path / "sweep" / f"{downsample}{seed}", cfg, test_acc=acc)
+    result = run_cli("report", str(tmp_path / "sweep"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    text = (tmp_path / "sweep" / "report.md").read_text()
+    assert "IGNORED_KEYS" not in text and "`data.root`" in text  # the keys are named, not the constant
+
+
+def test_help_is_correct(capsys):
+    with pytest.raises(SystemExit):
+        report.main(["--help"])
+    out = capsys.readouterr().out
+    assert "95% CI" in out and "%%" not in out
+
+
+def test_axes_of_a_one_epoch_sweep(tmp_path, base_cfg):
+    for seed in range(2):
+        cfg = make_cfg(base_cfg, seed, downsample="maxpool")
+        write_run(tmp_path / "sweep" / f"r{seed}", cfg, test_acc=0.5, val_acc=[0.4], ips=[500.0])
+    rep = report.build_report(tmp_path / "sweep", tmp_path / "out")
+    fig = report.plot_val_curves(rep.arms, tmp_path / "v.png")
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks == [1.0]  # one whole epoch, no 0.96, 0.98, ...
+    fig = report.plot_acc_vs_throughput(rep.results, tmp_path / "t.png", report._warmup_excluded(rep.arms))
+    assert "first epoch excluded" not in fig.axes[0].get_xlabel()
+    assert rep.arms[0].runs[0].val_curve == {1: pytest.approx(0.4)}
+
+
+def test_val_curve_without_lightnings_epoch_scalar():
+    scalars = pd.DataFrame(
+        {"tag": ["train/epoch_time", "val/acc", "train/epoch_time", "val/acc"], "step": [10, 10, 20, 20],
+         "value": [1.0, 0.3, 1.0, 0.5]}
+    )  # fmt: skip
+    assert report._val_curve(scalars) == {1: 0.3, 2: 0.5}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,101 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
 
 
+# Characters a directory name keeps: those Hydra's override grammar takes unquoted in a value, so that a
+# run's path can be pasted into hydra.run.dir=..., ckpt_path=... as it is (no '=', ',', '[', ']', '~', ':').
+_PASTEABLE = re.compile(r"[^A-Za-z0-9_.+-]+")
+
+
 def short_dirname(text: str, limit: int = 96) -> str:
-    """A directory name from ``text`` (a job's overrides): no slashes, and at most ``limit`` characters.
+    """A directory name from ``text``: only characters an override takes unquoted, at most ``limit`` of them.
 
-    Long override lists are cut and suffixed with a hash of the whole, so names stay unique and within the
-    255-byte limit of file systems. Registered as the config resolver ``${dirname:...}``.
+    Every other character becomes ``-``. A longer name is cut and ends in ``_`` and a hash of the whole, so
+    names stay distinct and well within the 255-byte limit of file systems.
     """
-    text = text.replace("/", "_") or "default"
-    if len(text) <= limit:
-        return text
-    return f"{text[: limit - 9]}~{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    name = _PASTEABLE.sub("-", text).strip("-") or "default"
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
-OmegaConf.register_new_resolver("dirname", short_dirname, replace=True)
+def sweep_overrides(hydra_cfg: Any) -> list[Any]:
+    """The overrides a multirun sweeps over (``a=x,y``, ``range(..)``, ``hydra.sweeper.params``), parsed.
+
+    ``hydra_cfg`` is the ``hydra`` node of the sweep's config: the one ``multirun.yaml`` holds, whose
+    ``overrides.task`` still has the command line's lists (a job's own config has its values only).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [str(o) for o in hydra_cfg.overrides.task]
+    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
+    lines += [f"{k}={v}" for k, v in params.items()]
+    return [o for o in OverridesParser.create().parse_overrides(lines) if o.is_sweep_override()]
+
+
+def planned_jobs(hydra_cfg: Any) -> int | None:
+    """How many jobs the sweep of ``hydra_cfg`` (a ``hydra`` node) runs; None where a glob makes it unknown."""
+    n = 1
+    try:
+        for override in sweep_overrides(hydra_cfg):
+            n *= len(list(override.sweep_string_iterator()))
+    except Exception:  # glob(...) over a config group: its options are only known to Hydra's config loader
+        return None
+    return n
+
+
+def _job_value(value: str) -> str:
+    # [8,16,32] → 8-16-32, as the TensorBoard run names write widths
+    return value.strip("[]").replace(",", "-") if value.startswith("[") else value
+
+
+def job_dirname(*, _root_: DictConfig) -> str:
+    """A sweep job's directory name: its number, the values of the keys the sweep varies, and the seed.
+
+    ``3_downsample-conv_seed-1`` for ``-m model.downsample=maxpool,conv seed=0,1``. Registered as the config
+    resolver ``${job_dirname:}`` (``configs/hydra/default.yaml``). The keys that vary come from the sweep's
+    ``multirun.yaml`` (written before the first job starts); a key is named by its last part unless two
+    varying keys share it. A resumed sweep reads the same file, so its jobs find their directories again.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = _root_.hydra
+    try:
+        sweep = OmegaConf.load(Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml").hydra
+        varying = [o.key_or_group for o in sweep_overrides(sweep)]
+    except Exception:  # no multirun.yaml: name the job by all of its overrides
+        varying = None
+    own = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
+    values = {o.key_or_group: o.get_value_element_as_str() for o in own if not o.is_sweep_override()}
+    keys = [k for k in (varying if varying is not None else values) if k in values]
+    if "seed" not in keys and OmegaConf.select(_root_, "seed", default=None) is not None:
+        keys.append("seed")  # always: the seed tells replicates apart, and a sweep may keep it fixed
+        values["seed"] = str(_root_.seed)
+    short = [k.rsplit(".", 1)[-1].lstrip("+~") for k in keys]
+    parts = [
+        f"{name if short.count(name) == 1 else key}-{_job_value(values[key])}"
+        for key, name in zip(keys, short, strict=True)
+    ]
+    return short_dirname("_".join([str(hydra_cfg.job.num), *parts]))
+
+
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+
+# One line per downsampling strategy, for the --help of train, shapes and bench (configs/hydra/help/).
+STRATEGY_HELP = {
+    "maxpool": "MaxPool2d(2, stride 2): no parameters",
+    "conv": "Conv2d(C, C, 2, stride 2) → BatchNorm → ReLU: learned, 4·C·C + 2·C parameters",
+    "conv3": "Conv2d(C, C, 3, stride 2, padding 1) → BatchNorm → ReLU: overlapping windows, 9·C·C + 2·C",
+    "avgpool": "AvgPool2d(2, stride 2): no parameters",
+    "blurpool": "anti-aliased max-pool (Zhang 2019): MaxPool2d(2, stride 1), 3x3 blur with stride 2",
+}
+
+
+def strategies_help() -> str:
+    """The ``${strategies:}`` resolver: every valid ``model.downsample`` with what it builds."""
+    return "\n".join(f"{name:<9} {STRATEGY_HELP.get(name, '')}".rstrip() for name in DOWNSAMPLE_NAMES)
+
+
+OmegaConf.register_new_resolver("strategies", strategies_help, replace=True)
 
 
 def runs_on_cuda(accelerator: str) -> bool:

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from downsample_lab.config import planned_jobs
 from downsample_lab.errors import UserError, exit_with_error
 
 log = logging.getLogger("downsample_lab")
@@ -187,11 +188,13 @@ def _stopped(directory: Path, what: str, resumable: bool, record: bool) -> None:
         _report_stop(directory, what, advice)
 
 
-def sweep_summary(sweep_dir: Path, hint: str = "") -> tuple[str, bool]:
+def sweep_summary(sweep_dir: Path, hint: str = "", planned: int | None = None) -> tuple[str, bool]:
     """One line for the sweep and one per job that did not complete, from the jobs' ``status.json`` files.
 
-    Returns the text (empty when no job has a status) and whether every job completed. A job is named by its
-    number and the overrides that set it apart from the other jobs of the sweep.
+    Returns the text (empty when no job has a status) and whether every job completed. ``planned`` is the
+    number of jobs the sweep meant to run (:func:`downsample_lab.config.planned_jobs`): jobs without a
+    directory or status never ran (the sweep was stopped before them), and the summary says how many. A job
+    is named by its number and the overrides that set it apart from the other jobs of the sweep.
     """
     jobs = []
     for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else [], key=_job_number):
@@ -209,11 +212,17 @@ def sweep_summary(sweep_dir: Path, hint: str = "") -> tuple[str, bool]:
         reason = status.get("error") or "did not finish (killed?)"
         lines.append(f"  {name}: {reason}")
     done = len(jobs) - len(lines)
-    if not jobs:
+    total = max(planned or 0, len(jobs))
+    never = total - len(jobs)
+    if not jobs and not planned:
         return "", True  # no job got as far as its task (e.g. a composition error, which Hydra reports)
-    if not lines:
+    if not lines and not never:
         return f"Sweep {sweep_dir}: all {done} jobs completed.", True
-    head = f"Sweep {sweep_dir}: {done} of {len(jobs)} jobs completed; these did not:"
+    head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
+    if lines:
+        head += f"; {len(lines)} did not" + (f" and {never} never ran" if never else "") + ":"
+    else:
+        head += f"; {never} never ran."
     return "\n".join([head, *lines, *([hint] if hint else [])]), False
 
 
@@ -242,9 +251,11 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self._sweep_dir: Path | None = None
         self._hint = ""
+        self._planned: int | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._sweep_dir = Path(config.hydra.sweep.dir)
+        self._planned = planned_jobs(config.hydra)
         if "resume" in config:
             self._hint = (
                 "Fix what failed, then repeat the sweep command with resume=true "
@@ -258,7 +269,7 @@ class SweepSummary(Callback):
     def _report(self) -> None:
         if self._sweep_dir is None:
             return
-        text, ok = sweep_summary(self._sweep_dir, self._hint)
+        text, ok = sweep_summary(self._sweep_dir, self._hint, self._planned)
         self._sweep_dir = None  # once: at the end of the sweep or at exit, whichever comes first
         if text:
             print(text, file=sys.stdout if ok else sys.stderr, flush=True)

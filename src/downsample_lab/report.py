@@ -22,6 +22,7 @@ import json
 import math
 import textwrap
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,8 +68,10 @@ CONSISTENCY = "test/consistency"
 PARAMS = "model/params"
 FLOPS = "model/flops_per_image"
 IMAGES_PER_SEC = "train/images_per_sec"
-EPOCH = "epoch"
+EPOCH = "epoch"  # Lightning's epoch counter, in runs written before train.py stopped logging it
+EPOCH_TIME = "train/epoch_time"
 
+NOT_STARTED = "not started"  # the status of a run that failed before its TensorBoard run existed
 REPORT_FILES = ("report.md", "results.csv", "runs.csv", "val_acc.png", "acc_vs_throughput.png")
 DASH = "—"
 _ABSENT = "(unset)"  # the value of a key that a run's config does not have (e.g. a key added later)
@@ -78,14 +81,18 @@ _ABSENT = "(unset)"  # the value of a key that a run's config does not have (e.g
 class Run:
     """One run directory as the report sees it.
 
-    ``status`` is ``completed`` (counted in the statistics), ``failed``, ``running`` or ``incomplete``;
-    ``reason`` says why a run is not counted. Accuracies are fractions; ``images_per_sec`` is the mean of the
-    per-epoch throughput without the first (warm-up) epoch when there are at least two.
+    ``status`` is ``completed`` (counted in the statistics), ``failed``, ``not started`` (failed before
+    training began, e.g. a config or resume refused at start-up: no TensorBoard run), ``running`` or
+    ``incomplete``; ``reason`` says why a run is not counted. ``task`` is the tool that wrote the run (Hydra's
+    job name: ``train``, ``eval``, ``bench``), None when unknown. Accuracies are fractions;
+    ``images_per_sec`` is the mean of the per-epoch throughput without the first (warm-up) epoch when there
+    are at least two (``throughput_epochs`` counts the epochs it has).
     """
 
     path: Path
     status: str
     reason: str = ""
+    task: str | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     hparams_in_tb: bool = False  # False: read from .hydra/config.yaml alone (precision "auto", not what ran)
     test_acc: float | None = None
@@ -94,6 +101,7 @@ class Run:
     params: float | None = None
     flops: float | None = None
     images_per_sec: float | None = None
+    throughput_epochs: int = 0
     val_curve: dict[int, float] = field(default_factory=dict)  # epoch (1-based) → val/acc
 
     @property
@@ -216,12 +224,23 @@ def _read_events(tb_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def _val_curve(scalars: pd.DataFrame) -> dict[int, float]:
-    """val/acc per epoch (1-based): the epoch is Lightning's ``epoch`` scalar at the same step (0-based)."""
+    """val/acc per epoch (1-based).
+
+    The epoch is the number of ``train/epoch_time`` points (one per finished training epoch, logged at the
+    step of that epoch's validation) up to the step; runs written before the project stopped logging
+    Lightning's ``epoch`` scalar have that (0-based) instead; else the validation's index.
+    """
     val = scalars[scalars["tag"] == VAL_ACC]
     epochs = scalars[scalars["tag"] == EPOCH].drop_duplicates("step", keep="last").set_index("step")["value"]
+    ends = np.sort(scalars.loc[scalars["tag"] == EPOCH_TIME, "step"].to_numpy())
     curve = {}
     for i, (step, value) in enumerate(zip(val["step"], val["value"], strict=True)):
-        epoch = int(epochs[step]) + 1 if step in epochs.index else i + 1
+        if step in epochs.index:
+            epoch = int(epochs[step]) + 1
+        elif len(ends):
+            epoch = max(int(np.searchsorted(ends, step, side="right")), 1)
+        else:
+            epoch = i + 1
         curve[epoch] = float(value)
     return curve
 
@@ -275,6 +294,8 @@ def load_run(path: Path) -> Run:
         params=_last(scalars, PARAMS),
         flops=_last(scalars, FLOPS),
         images_per_sec=_mean_throughput(scalars),
+        throughput_epochs=int((scalars["tag"] == IMAGES_PER_SEC).sum()),
+        task=_read_task(path),
         val_curve=_val_curve(scalars),
     )
     if run.val_acc_best is None and run.val_curve:
@@ -283,7 +304,10 @@ def load_run(path: Path) -> Run:
         run.consistency = float(metrics[CONSISTENCY])
 
     state = (record or {}).get("status")
-    if state == "failed":
+    if state == "failed" and not (path / "tb").is_dir():
+        # stopped before its TensorBoard run existed: a config, resume or data error at start-up
+        run.status, run.reason = NOT_STARTED, str(record.get("error") or "no error recorded")
+    elif state == "failed":
         run.status, run.reason = "failed", str(record.get("error") or "no error recorded")
     elif state == "running":
         run.status = "running"
@@ -299,9 +323,25 @@ def load_run(path: Path) -> Run:
     return run
 
 
+def _read_task(path: Path) -> str | None:
+    """The tool that wrote the run: Hydra's job name in ``.hydra/hydra.yaml`` (``train``, ``eval``, ``bench``)."""
+    import yaml  # a plain read: the file's interpolations need not resolve
+
+    try:
+        name = yaml.safe_load((path / ".hydra" / "hydra.yaml").read_text())["hydra"]["job"]["name"]
+    except Exception:  # absent or unreadable: decided from the config below
+        return None
+    return str(name) if name else None
+
+
 def is_training_run(run: Run) -> bool:
-    """Eval runs (``python -m downsample_lab.eval``) have no model config: not an arm. (Training runs have a
-    ``ckpt_path`` too, null unless resumed from a named checkpoint.)"""
+    """A run of ``python -m downsample_lab.train``: by the job name Hydra recorded, else by its config.
+
+    Bench runs have a model config too, so the job name decides where it is known; without it, eval runs are
+    told apart by having no model config. (Training runs have a ``ckpt_path`` too, null unless resumed.)
+    """
+    if run.task is not None:
+        return run.task == "train"
     return any(key.startswith("model.") for key in run.hparams)
 
 
@@ -393,15 +433,22 @@ def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[floa
     std = float(x.std(ddof=1))
     if std == 0:
         return mean, 0.0, mean, mean
-    low, high = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=std / math.sqrt(len(x)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=std / math.sqrt(len(x)))
     return mean, std, float(low), float(high)
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch's t-test p-value of ``a`` against ``b``; NaN when either has fewer than 2 values."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    """Two-sided Welch's t-test p-value of ``a`` against ``b``; NaN when either has fewer than 2 values or neither
+    varies."""
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return math.nan  # (no spread on either side: the t statistic is undefined, not infinite)
+    # Nearly identical values (an arm whose seeds all score alike, common in short sweeps) make scipy warn
+    # about precision loss in the variance; the p-value it returns (or NaN) is what the table shows.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def _values(runs: Iterable[Run], attr: str) -> list[float]:
@@ -609,8 +656,11 @@ def _legend(fig: Any, ax: Any) -> None:
         fig.legend(handles, labels, loc="outside lower center", fontsize="small", frameon=False)
 
 
-def plot_val_curves(arms: Sequence[Arm], path: Path) -> None:
-    """Validation accuracy per epoch: each arm's mean over its runs, with a min–max band across runs."""
+def plot_val_curves(arms: Sequence[Arm], path: Path) -> Any:
+    """Validation accuracy per epoch: each arm's mean over its runs, with a min–max band across runs.
+
+    Returns the matplotlib figure it saved to ``path``.
+    """
     fig = _figure(sum(len(a.label) // 100 + 1 for a in arms))
     ax = fig.add_subplot()
     for arm in arms:
@@ -621,17 +671,28 @@ def plot_val_curves(arms: Sequence[Arm], path: Path) -> None:
         mean = curve.mean() * 100
         (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{arm.label} (n={len(arm.runs)})")
         ax.fill_between(epochs, curve.min() * 100, curve.max() * 100, color=line.get_color(), alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    # whole epochs only, also for a sweep of one or two epochs (matplotlib would tick 0.96, 0.98, ...)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    epochs = [e for arm in arms for r in arm.runs for e in r.val_curve]
+    if epochs and max(epochs) - min(epochs) < 2:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Validation accuracy: mean over seeds, band = min–max")
     ax.grid(alpha=0.3)
     _legend(fig, ax)
     fig.savefig(path, dpi=120)
+    return fig
 
 
-def plot_acc_vs_throughput(results: pd.DataFrame, path: Path) -> None:
-    """Test accuracy against training images/s, one point per arm with ± std error bars on both axes."""
+def plot_acc_vs_throughput(results: pd.DataFrame, path: Path, warmup_excluded: bool | None = True) -> Any:
+    """Test accuracy against training images/s, one point per arm with ± std error bars on both axes.
+
+    ``warmup_excluded``: whether the runs' first epoch was left out of their throughput (True: all of them,
+    False: none, as in one-epoch sweeps, None: some); the axis label says which.
+    """
     fig = _figure(sum(len(label) // 100 + 1 for label in results.get("arm", [])))
     ax = fig.add_subplot()
     for row in results.itertuples(index=False):
@@ -646,12 +707,15 @@ def plot_acc_vs_throughput(results: pd.DataFrame, path: Path) -> None:
             capsize=4,
             label=f"{row.arm} (n={row.n})",
         )
-    ax.set_xlabel("training images/s (first epoch excluded)")
+    note = {True: "first epoch excluded", False: "one epoch, warm-up included",
+            None: "first epoch excluded where a run had more"}[warmup_excluded]  # fmt: skip
+    ax.set_xlabel(f"training images/s ({note})")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy against training throughput (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     _legend(fig, ax)
     fig.savefig(path, dpi=120)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -687,15 +751,22 @@ def _common_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
 
 
 def _markdown_report(rep: Report) -> str:
-    done = [r for r in rep.runs if r.status == "completed"]
-    left_out = [r for r in rep.runs if r.status != "completed"]
+    started = [r for r in rep.runs if r.status != NOT_STARTED]
+    done = [r for r in started if r.status == "completed"]
+    left_out = [r for r in started if r.status != "completed"]
+    not_started = [r for r in rep.runs if r.status == NOT_STARTED]
+    apart = (
+        f" {len(not_started)} more stopped at start-up, before training (listed apart)."
+        if not_started
+        else ""
+    )
     lines = [
         "# Ablation report",
         "",
-        f"Runs below `{rep.root}`: {len(rep.runs)} training runs found, {len(done)} completed and counted, "
-        f"{sum(r.status == 'failed' for r in rep.runs)} failed, "
-        f"{sum(r.status in ('running', 'incomplete') for r in rep.runs)} running or incomplete "
-        f"(listed below, not counted). Written {time.strftime('%Y-%m-%d %H:%M:%S %z')} by "
+        f"Runs below `{rep.root}`: {len(started)} training runs found, {len(done)} completed and counted, "
+        f"{sum(r.status == 'failed' for r in started)} failed, "
+        f"{sum(r.status in ('running', 'incomplete') for r in started)} running or incomplete "
+        f"(listed below, not counted).{apart} Written {time.strftime('%Y-%m-%d %H:%M:%S %z')} by "
         "`python -m downsample_lab.report`.",
         "",
         "## Results",
@@ -707,8 +778,10 @@ def _markdown_report(rep: Report) -> str:
         arm_desc = ", ".join(f"`{k}`" for k in rep.keys) or "none (every run has the same settings)"
         baselines = sorted({a.baseline.label for a in rep.arms if a.baseline})
         lines += [
-            f"Arms differ in: {arm_desc}; the seed and the keys in `IGNORED_KEYS` (paths, progress output) "
-            "do not define an arm.",
+            f"Arms differ in: {arm_desc}. The seed (an arm's replicates) and the keys that say where files "
+            "are, how progress is shown or how a run was resumed do not define an arm: "
+            + ", ".join(f"`{k}`" for k in sorted(IGNORED_KEYS - {"seed"}))
+            + ".",
             "",
             _markdown(rep.table),
             "",
@@ -766,16 +839,30 @@ def _markdown_report(rep: Report) -> str:
                 }
             )
             lines += [f"### {title} ({len(chosen)})", "", _markdown(listed), ""]
+    if not_started:
+        lines += [
+            "",
+            f"## Stopped at start-up ({len(not_started)})",
+            "",
+            "Command lines refused before training began (a config, resume or data error): no run to count.",
+            "",
+        ]
+        lines += [f"- `{_rel(r.path, rep.root)}`: {' '.join(r.reason.split())}" for r in not_started]
     if rep.skipped:
         lines += [
             "",
-            f"### Not training runs ({len(rep.skipped)})",
+            f"## Runs of other tools ({len(rep.skipped)})",
             "",
-            "Evaluation runs (they have a `ckpt_path`) are not arms of the ablation:",
+            "Evaluation and benchmark runs are not arms of the ablation:",
             "",
         ]
-        lines += [f"- `{_rel(r.path, rep.root)}` ({r.status})" for r in rep.skipped]
+        lines += [f"- `{_rel(r.path, rep.root)}` ({r.task or 'eval'}, {r.status})" for r in rep.skipped]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _warmup_excluded(arms: Sequence[Arm]) -> bool | None:
+    excluded = {r.throughput_epochs >= 2 for arm in arms for r in arm.runs if r.images_per_sec is not None}
+    return excluded.pop() if len(excluded) == 1 else (True if not excluded else None)
 
 
 def build_report(root: Path, out: Path | None = None) -> Report:
@@ -811,7 +898,7 @@ def build_report(root: Path, out: Path | None = None) -> Report:
     results.to_csv(out / "results.csv", index=False)
     runs_table(runs, root, labels).to_csv(out / "runs.csv", index=False)
     plot_val_curves(arms, out / "val_acc.png")
-    plot_acc_vs_throughput(results, out / "acc_vs_throughput.png")
+    plot_acc_vs_throughput(results, out / "acc_vs_throughput.png", _warmup_excluded(arms))
     rep.path.write_text(_markdown_report(rep))
     return rep
 
@@ -820,7 +907,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m downsample_lab.report DIR [--out OUT]``: write the report, print where and a short table."""
     parser = argparse.ArgumentParser(
         prog="python -m downsample_lab.report",
-        description="Compare the arms of a sweep: mean ± std, 95%% CI and Welch's t-test of the test "
+        description="Compare the arms of a sweep: mean ± std, 95% CI and Welch's t-test of the test "
         "accuracy, throughput, model cost, and plots, from the TensorBoard files of every run below DIR.",
     )
     parser.add_argument(
@@ -836,10 +923,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     counts = {
         s: sum(r.status == s for r in rep.runs) for s in ("completed", "failed", "running", "incomplete")
     }
+    n_refused = sum(r.status == NOT_STARTED for r in rep.runs)
     print(
-        ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no")
         + " training runs"
-        + (f"; {len(rep.skipped)} eval runs skipped" if rep.skipped else "")
+        + (f"; {n_refused} stopped at start-up" if n_refused else "")
+        + (f"; {len(rep.skipped)} runs of other tools (eval, bench) skipped" if rep.skipped else "")
     )
     if rep.table.empty:
         print("No completed run yet: nothing to compare.")

@@ -1,8 +1,9 @@
 """Per-layer output shapes and parameter counts: ``python -m downsample_lab.shapes [model overrides]``.
 
 The classic demonstration: MaxPool2d(2) and a 2x2 stride-2 conv both halve H and W, the pool with no
-parameters, the conv with k·k·C_in·C_out; a k×k conv with padding k//2 keeps H and W. Any input size works,
-e.g. ``input_size=[1,3,256,256]``.
+parameters, the conv with k·k·C_in·C_out (no + C_out: a conv before BatchNorm has no bias); a k×k conv with
+padding k//2 keeps H and W. Every layer's stride and padding are shown. Any input size works, e.g.
+``input_size=[1,3,256,256]``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,20 @@ from __future__ import annotations
 import hydra
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from downsample_lab import cli
 from downsample_lab.config import ShapesConfig, config_dir, validate
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.models import build_model, describe_model
 from downsample_lab.models.summary import count_params, forward_flops, layer_table
+
+BIAS_NOTE = (
+    "Convs followed by BatchNorm have no bias (bias=False), so their formula is k·k·C_in·C_out without the\n"
+    "+ C_out of a biased conv: BatchNorm subtracts the batch mean, which would cancel a bias, and adds its own\n"
+    "shift (β, half of its 2·C parameters). A stride-s conv or pool divides H and W by s; a k×k conv with\n"
+    "padding k//2 and stride 1 keeps them."
+)
 
 
 def format_shapes(cfg: DictConfig) -> str:
@@ -31,16 +40,24 @@ def format_shapes(cfg: DictConfig) -> str:
     ) as err:  # a pooling or conv output of size 0: the input is too small for the model
         raise UserError(_too_small(m, size, err)) from None
     head = f"{describe_model(m)}; input {'x'.join(map(str, size))}"
-    lines = [head, "", f"{'layer':<22} {'type':<17} {'output shape':<18} {'params':>10}  formula"]
+    lines = [
+        head,
+        "",
+        f"{'layer':<22} {'type':<17} {'output shape':<18} {'stride':>6} {'pad':>4} {'params':>10}  formula",
+    ]
     for r in rows:
         shape = "x".join(map(str, r.output_shape))
-        lines.append(f"{r.name:<22} {r.kind:<17} {shape:<18} {r.params:>10,}  {r.formula}")
+        lines.append(
+            f"{r.name:<22} {r.kind:<17} {shape:<18} {r.stride:>6} {r.padding:>4} {r.params:>10,}  {r.formula}"
+        )
     flops = forward_flops(model, (1, *size[1:]))
     lines += [
         "",
         f"total parameters: {count_params(model):,}",
         f"forward FLOPs per image: {flops:,} ({flops / 1e6:.1f} MFLOPs, torch.utils.flop_counter)",
     ]
+    if any(isinstance(m, nn.Conv2d) and m.bias is None for m in model.modules()):
+        lines += ["", BIAS_NOTE]
     return "\n".join(lines)
 
 

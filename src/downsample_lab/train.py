@@ -40,12 +40,15 @@ log = logging.getLogger(__name__)
 
 
 def run_name(cfg: DictConfig) -> str:
-    """The TensorBoard run's name: the choices that tell runs of the study apart."""
+    """The TensorBoard run's name, short: the choices that tell runs of the study apart and the seed.
+
+    ``maxpool_k3_w64-128-256_seed0``; ``all_cnn_c_w96-192_seed0`` for the All-CNN models.
+    """
     m = cfg.model
     widths = "-".join(str(w) for w in m.widths)
     if m.name != "cnn":
-        return f"model={m.name},widths={widths},seed={cfg.seed}"
-    return f"downsample={m.downsample},kernel_size={m.kernel_size},widths={widths},seed={cfg.seed}"
+        return f"{m.name}_w{widths}_seed{cfg.seed}"
+    return f"{m.downsample}_k{m.kernel_size}_w{widths}_seed{cfg.seed}"
 
 
 # Keys a resumed run may set differently from the run it continues: where files are, and what is shown.

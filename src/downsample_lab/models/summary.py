@@ -18,6 +18,8 @@ class LayerRow:
     output_shape: tuple[int, ...]
     params: int
     formula: str  # how ``params`` follows from the layer's shape, for conv and linear layers
+    stride: str = ""  # conv and pooling layers: "2" (square) or "2x1"; empty for other layers
+    padding: str = ""  # conv and pooling layers, as stride; MaxBlurPool2D pads inside (empty)
 
 
 def conv_param_formula(conv: nn.Conv2d) -> tuple[str, int]:
@@ -27,6 +29,13 @@ def conv_param_formula(conv: nn.Conv2d) -> tuple[str, int]:
     n = kh * kw * c_in * c_out + (c_out if conv.bias is not None else 0)
     text = f"{kh}·{kw}·{c_in}·{c_out}" + (f" + {c_out}" if conv.bias is not None else "")
     return text, n
+
+
+def _pair(value: object) -> str:
+    """``2`` or ``(2, 2)`` → ``"2"``; ``(2, 1)`` → ``"2x1"``; a string padding (``"same"``) as it is."""
+    if isinstance(value, tuple | list):
+        return str(value[0]) if len(set(value)) == 1 else "x".join(map(str, value))
+    return "" if value is None else str(value)
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow]:
@@ -46,7 +55,10 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow
                 )
             elif isinstance(module, nn.BatchNorm2d):
                 formula = f"2·{module.num_features}"
-            rows.append(LayerRow(name, type(module).__name__, tuple(output.shape), params, formula))
+            stride, padding = _pair(getattr(module, "stride", None)), _pair(getattr(module, "padding", None))
+            rows.append(
+                LayerRow(name, type(module).__name__, tuple(output.shape), params, formula, stride, padding)
+            )
 
         return hook
 
