@@ -259,3 +259,14 @@ def test_tune_experiment_grids_lr_and_weight_decay_per_arm():
     assert [float(x) / 11.5 for x in sweep["optim.lr"]] == [0.5, 1.0, 2.0]
     assert [float(x) / 0.0153 for x in sweep["optim.weight_decay"]] == pytest.approx([0.5, 1.0, 2.0])
     assert not set(sweep["seed"]) & {str(s) for s in range(10)}  # fresh seeds are left for the final runs
+
+
+def test_whitening_bias_trains_for_the_first_epochs_only():
+    cfg = validate(compose_config("train", ["experiment=fast_cpu", "model.widths=[4,8,8]"]))
+    module = Classifier(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.optim), batch_size=1024)
+    trains = []
+    for epoch in range(5):
+        module.trainer = SimpleNamespace(current_epoch=epoch)
+        module.on_train_epoch_start()
+        trains.append(module.net.whiten.bias.requires_grad)
+    assert trains == [True, True, True, False, False]  # model.whiten_bias_epochs=3
