@@ -5,6 +5,8 @@
 #   scripts/reproduce_ablation.sh full   [overrides]   # experiment=ablation: 5 arms x 5 seeds, one GPU
 #   scripts/reproduce_ablation.sh allcnn [overrides]   # experiment=allcnn: Springenberg et al. Table 3, one GPU, hours
 #   scripts/reproduce_ablation.sh allcnn_quick [overrides]
+#   scripts/reproduce_ablation.sh fast     [overrides]   # experiment=ablation_fast: airbench-class, 5 arms x 10 seeds, one GPU
+#   scripts/reproduce_ablation.sh fast_cpu [overrides]   # experiment=ablation_fast_cpu: half width, 5 arms x 3 seeds, 2 CPU cores
 #
 # Overrides go to every job, e.g. a local copy of CIFAR-10:
 #   scripts/reproduce_ablation.sh quick data.source=folder data.root=~/.cache/cifar10/cifar10-jpeg
@@ -18,7 +20,9 @@ case "$mode" in
   full) experiment=ablation ;;
   allcnn) experiment=allcnn ;;
   allcnn_quick) experiment=allcnn_quick ;;
-  *) echo "error: unknown mode '$mode'; use quick, full, allcnn or allcnn_quick" >&2; exit 2 ;;
+  fast) experiment=ablation_fast ;;
+  fast_cpu) experiment=ablation_fast_cpu ;;
+  *) echo "error: unknown mode '$mode'; use quick, full, allcnn, allcnn_quick, fast or fast_cpu" >&2; exit 2 ;;
 esac
 
 python="${PYTHON:-python}"

@@ -30,7 +30,7 @@ def test_help_describes_the_tool_its_groups_and_strategies(tool, describes, stra
     out = result.stdout
     assert out.startswith(f"python -m downsample_lab.{tool} ")  # not Hydra's "<app> is powered by Hydra"
     assert describes in out
-    assert "== Config groups: group=option ==" in out and "trainer: cpu, ddp, gpu" in out
+    assert "== Config groups: group=option ==" in out and "trainer: cpu, ddp, default, gpu" in out
     if strategies:
         section = out.split("== Downsampling strategies", 1)[1].split("==", 2)[1]
         assert [line.split()[0] for line in section.strip().splitlines()] == list(DOWNSAMPLE_NAMES)

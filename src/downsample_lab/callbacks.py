@@ -261,7 +261,7 @@ class ProgressBar(TQDMProgressBar):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if trainer.global_step % trainer.log_every_n_steps == 0:  # a logging step: its loss is read anyway
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            loss = trainer.callback_metrics.get("train/loss")
             if loss is not None:
                 self._shown["loss"] = float(loss)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -312,3 +312,53 @@ class EpochSummary(L.Callback):
         parts = [fmt.format(float(metrics[key])) for key, fmt in _EPOCH_LINE if key in metrics]
         log.info("Epoch %d/%d: %s", self._pending + 1, trainer.max_epochs, ", ".join(parts))
         self._pending = None
+
+
+class Lookahead(L.Callback):
+    """airbench94's lookahead: every ``every`` steps the weights move to an EMA of themselves, and stay there.
+
+    At step s of T, every ``every`` steps: ``ema ← lerp(ema, weights, 1 - a)`` with
+    ``a = decay**every · (s/T)**power``, then ``weights ← ema``. ``a`` is near 0 early (the EMA follows the
+    weights) and grows to ``decay**every`` at the end, so the averaging acts in the last part of training. After
+    the last step (T), the weights are set to the EMA once more. Covers the module's floating-point state: the
+    parameters and the BatchNorm running statistics (``pl_module.net.state_dict()``).
+
+    No host sync per step: ``a`` is a Python float computed from the step counter, and the update is two
+    ``torch._foreach_*`` calls over the tensors on the device. T is ``pl_module.total_steps()``. The EMA is kept in
+    checkpoints, so a resumed run continues it.
+    """
+
+    def __init__(self, every: int = 5, decay: float = 0.95, power: float = 3.0) -> None:
+        self.every, self.decay, self.power = every, decay, power
+        self._live: list[torch.Tensor] = []
+        self._ema: list[torch.Tensor] | None = None
+        self._total = 1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._total = int(pl_module.total_steps())
+        # state_dict() tensors share storage with the parameters and buffers: updating them updates the net.
+        self._live = [t for t in pl_module.net.state_dict().values() if t.is_floating_point()]
+        if self._ema is None:
+            self._ema = [t.detach().clone() for t in self._live]
+        else:  # restored from a checkpoint
+            self._ema = [e.to(t.device, t.dtype) for e, t in zip(self._ema, self._live, strict=True)]
+
+    @torch.no_grad()
+    def _update(self, decay: float) -> None:
+        torch._foreach_lerp_(self._ema, self._live, 1.0 - decay)
+        torch._foreach_copy_(self._live, self._ema)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step  # counts this batch's optimiser step
+        if step % self.every == 0:
+            self._update(self.decay**self.every * (min(step, self._total) / self._total) ** self.power)
+        if step >= self._total:
+            self._update(1.0)  # the final copy: the weights become the EMA
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": self._ema}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._ema = state_dict.get("ema")

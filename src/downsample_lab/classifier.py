@@ -6,14 +6,23 @@ import math
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from downsample_lab.consistency import shift_agreement
+from downsample_lab.data.augment import normalize
 from downsample_lab.models import build_model
+from downsample_lab.models.fast import WHITEN_IMAGES
 from downsample_lab.models.summary import count_params, forward_flops
+from downsample_lab.tta import tta_logits
+
+# airbench's decoupled hyperparameters are "per 1024 examples"
+KILO = 1024
+# airbench's triangular schedule: lr factor 0.2 at step 0, 1 at the end of the warm-up, 0 at the last step
+TRIANGLE_START = 0.2
 
 
 class Classifier(L.LightningModule):
@@ -24,13 +33,23 @@ class Classifier(L.LightningModule):
         optim: the ``optim`` config group as a plain dict.
         max_shift: ``eval.max_shift``, the largest shift (pixels) of the test-time shift-consistency check;
             0 turns it off.
+        tta_level: ``eval.tta_level``: 0, or log ``test/acc_tta`` with test-time augmentation 1 or 2 (:mod:`tta`).
+        batch_size: ``data.batch_size``, the global batch; needed by ``optim.decoupled`` (weight decay per 1024
+            examples).
 
     Logs ``train/loss``, ``train/acc``, ``train/lr``, ``val/loss``, ``val/acc``, ``val/acc_best``,
-    ``test/loss``, ``test/acc``, ``test/consistency``, ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
+    ``test/loss``, ``test/acc``, ``test/acc_tta``, ``test/consistency``, ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
     over all processes by torchmetrics, so under DDP they cover the whole validation and test sets.
     """
 
-    def __init__(self, model: dict[str, Any], optim: dict[str, Any], max_shift: int = 4) -> None:
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+        max_shift: int = 4,
+        tta_level: int = 0,
+        batch_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = build_model(model)
@@ -43,7 +62,7 @@ class Classifier(L.LightningModule):
         # No argument checks and no NaN checks inside the metrics: torchmetrics' checks read values on the host
         # (``unique`` of the targets, ``isnan(...).any()``), a GPU sync on every step. The inputs are ours.
         metrics = {}
-        for stage in ("train", "val", "test"):
+        for stage in ("train", "val", "test", "test_tta"):
             metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes=10, average="micro", validate_args=False)
         for stage in ("val", "test"):
             metrics[f"{stage}_loss"] = MeanMetric(nan_strategy="disable")
@@ -55,6 +74,8 @@ class Classifier(L.LightningModule):
             metric.persistent(True)
         self.test_consistency = MeanMetric(nan_strategy="disable")
         self.max_shift = max_shift
+        self.tta_level = tta_level
+        self._total_steps: int | None = None  # set by configure_optimizers (optim.train_epochs)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets ``_current_fx_name`` around every hook call, about 40 times a training step, and
@@ -87,6 +108,14 @@ class Classifier(L.LightningModule):
         # ``self.log`` costs host time, and every value logged is read on the host when it is written.
         return (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0
 
+    def setup(self, stage: str) -> None:
+        # model=fast: the whitening stem comes from the training images' patch covariance (the first 5,000
+        # training images, as airbench). A resumed run gets it from its checkpoint.
+        init = getattr(self.net, "init_whitening", None)
+        if stage == "fit" and init is not None and self.trainer.ckpt_path is None:
+            images = self.trainer.datamodule.train_set.images[:WHITEN_IMAGES]
+            init(normalize(images.to(self.device)))
+
     def on_fit_start(self) -> None:
         # Model cost as scalars, so TensorBoard's HParams tab and the report can show them beside accuracy.
         if self.logger is not None:
@@ -105,16 +134,36 @@ class Classifier(L.LightningModule):
         # from that checkpoint would carry it into the next epoch. (One resumed mid-epoch skips this hook and
         # keeps the partial counts it restored.)
         self.metrics["train_acc"].reset()
+        epochs = self.hparams.model.get("whiten_bias_epochs")
+        if epochs is not None:  # model=fast: the whitening bias trains for the first epochs only
+            self.net.whiten.bias.requires_grad_(self.current_epoch < epochs)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if self._is_log_step():
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log_dict({"train/loss": loss, "train/lr": lr}, on_step=True, on_epoch=False)
+        if self.hparams.optim.get("loss_reduction", "mean") == "sum":
+            # airbench's summed loss; the logged train/loss stays the mean. Under DDP the gradients are averaged
+            # over processes, so × world size makes them the sum over the global batch.
+            loss = loss * (len(batch[1]) * self.trainer.world_size)
         return loss
 
     def on_train_epoch_end(self) -> None:
         self.log("train/acc", self.metrics["train_acc"], on_step=False, on_epoch=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # optim.train_epochs (e.g. 9.9): stop inside the last epoch; Lightning then validates these weights.
+        if self._total_steps is not None and self.trainer.global_step >= self._total_steps:
+            self.trainer.should_stop = True
+
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run: ``optim.train_epochs`` (rounded up) or ``trainer.max_epochs`` epochs."""
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = self.hparams.optim.get("train_epochs")
+        if epochs is None:
+            return total
+        return max(1, min(total, math.ceil(epochs * self.trainer.num_training_batches)))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -137,6 +186,10 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test")
+        if self.tta_level > 0:
+            logits = tta_logits(self, batch[0], self.tta_level)
+            self.metrics["test_tta_acc"].update(logits, batch[1])
+            self.log("test/acc_tta", self.metrics["test_tta_acc"], on_step=False, on_epoch=True)
         if self.max_shift > 0:
             agree = shift_agreement(self, batch[0], self.max_shift, self._shift_generator)
             self.test_consistency.update(agree.float())
@@ -147,24 +200,32 @@ class Classifier(L.LightningModule):
             self.log("test/consistency", self.test_consistency, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD (Nesterov) or AdamW; weight decay on conv and linear weights only, not on BatchNorm or biases."""
+        """SGD (Nesterov) or AdamW, and the lr schedule over :meth:`total_steps` steps.
+
+        Weight decay on conv and linear weights only, not on BatchNorm or biases; with ``optim.decoupled``,
+        airbench's parameter groups instead (:meth:`_decoupled_groups`).
+        """
         cfg = self.hparams.optim
-        decay = [p for p in self.net.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
-        groups = [
-            {"params": decay, "weight_decay": cfg["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        if cfg.get("decoupled"):
+            groups = self._decoupled_groups()
+        else:
+            decay = [p for p in self.net.parameters() if p.ndim > 1]
+            no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
+            groups = [
+                {"params": decay, "weight_decay": cfg["weight_decay"], "lr": cfg["lr"]},
+                {"params": no_decay, "weight_decay": 0.0, "lr": cfg["lr"]},
+            ]
         if cfg["name"] == "sgd":
             opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
         else:
             opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self.total_steps()
+        self._total_steps = total if cfg.get("train_epochs") is not None else None
         warmup = max(1, int(cfg["warmup"] * total))
         if cfg["schedule"] == "onecycle":
             # Linear up to lr over the warm-up, linear down to ~0; momentum left as configured.
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=cfg["lr"], total_steps=total, pct_start=min(max(cfg["warmup"], 1e-3), 0.999),
+                opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=min(max(cfg["warmup"], 1e-3), 0.999),
                 anneal_strategy="linear", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
             )  # fmt: skip
         elif cfg["schedule"] == "cosine":
@@ -180,6 +241,43 @@ class Classifier(L.LightningModule):
             per_epoch = max(1, total // max(1, self.trainer.max_epochs))
             milestones = [m * per_epoch for m in cfg["milestones"]]
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["gamma"])
+        elif cfg["schedule"] == "triangular":
+            # airbench94: np.interp over steps [0, warmup·T, T] of the factors [0.2, 1, 0]
+            peak = int(cfg["warmup"] * total)
+
+            def lr_lambda(step: int) -> float:
+                return float(np.interp(step, [0, peak, total], [TRIANGLE_START, 1.0, 0.0]))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         else:
             sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _decoupled_groups(self) -> list[dict[str, Any]]:
+        """airbench94's parametrisation: ``optim.lr`` and ``optim.weight_decay`` are per 1024 examples.
+
+        With Nesterov momentum m, constant gradients make the step 1 + 1/(1-m) times the lr; dividing by
+        1024·(1 + 1/(1-m)) makes the step size independent of the momentum, and the decay (``lr × weight_decay``
+        in PyTorch's SGD) independent of the lr: every trainable parameter decays by weight_decay × batch /
+        (1024·(1 + 1/(1-m))) per step (times the schedule's factor). BatchNorm biases get ``optim.bias_lr_scale``
+        × the lr, with the same decay. Frozen parameters (the whitening filters, BatchNorm weights) are left out.
+        """
+        cfg = self.hparams.optim
+        if self.hparams.batch_size is None:
+            raise ValueError("optim.decoupled needs the batch size: build the Classifier with batch_size=")
+        scale = KILO * (1 + 1 / (1 - cfg["momentum"]))
+        lr = cfg["lr"] / scale
+        decay = cfg["weight_decay"] * self.hparams.batch_size / scale
+        bn_biases = {
+            id(m.bias)
+            for m in self.net.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None
+        }
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        biases = [p for p in trainable if id(p) in bn_biases]
+        others = [p for p in trainable if id(p) not in bn_biases]
+        bias_lr = lr * cfg["bias_lr_scale"]
+        return [
+            {"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
+            {"params": others, "lr": lr, "weight_decay": decay / lr},
+        ]

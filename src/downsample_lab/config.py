@@ -8,6 +8,7 @@ key, a wrong type or an impossible value stops the run at once with one sentence
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,7 +23,11 @@ from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES, MODEL_NAMES, effective_widths
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
+SCHEDULES = ("onecycle", "cosine", "step", "constant", "triangular")
+LOSS_REDUCTIONS = ("mean", "sum")
+FLIPS = ("random", "alternating")
+TRANSLATE_MODES = ("zeros", "reflect")
+TEST_WEIGHTS = ("auto", "best", "final")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
@@ -175,6 +180,8 @@ class ModelConfig:
     kernel_size: int | None = None
     blocks: int | None = None
     match_params: bool | None = None
+    # model.name=fast only (downsample too)
+    whiten_bias_epochs: int | None = None
     # the All-CNN family only
     batch_norm: bool | None = None
 
@@ -191,6 +198,9 @@ class DataConfig:
     split_seed: int = MISSING
     train_subset: int | None = MISSING
     augment: bool = MISSING
+    flip: str = MISSING
+    translate: int = MISSING
+    translate_mode: str = MISSING
     on_device: bool | None = MISSING
     synthetic_train_size: int = MISSING
     synthetic_test_size: int = MISSING
@@ -209,6 +219,11 @@ class OptimConfig:
     warmup: float = MISSING
     milestones: list[int] = MISSING
     gamma: float = MISSING
+    decoupled: bool = MISSING
+    bias_lr_scale: float = MISSING
+    loss_reduction: str = MISSING
+    lookahead: bool = MISSING
+    train_epochs: float | None = MISSING
 
 
 @dataclass
@@ -238,6 +253,12 @@ class EvalOptions:
 
 
 @dataclass
+class TrainEvalOptions(EvalOptions):
+    tta_level: int = MISSING
+    test_weights: str = MISSING
+
+
+@dataclass
 class CheckpointConfig:
     every_n_steps: int | None = MISSING
 
@@ -252,7 +273,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval: EvalOptions = field(default_factory=EvalOptions)
+    eval: TrainEvalOptions = field(default_factory=TrainEvalOptions)
 
 
 @dataclass
@@ -297,23 +318,40 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 
 _CNN_ONLY = ("downsample", "kernel_size", "blocks", "match_params")
 _ALLCNN_ONLY = ("batch_norm",)
+_FAST_ONLY = ("downsample", "whiten_bias_epochs")
+# The keys each model takes beyond the common ones.
+_MODEL_KEYS = {"cnn": _CNN_ONLY, "fast": _FAST_ONLY}
+
+
+def _model_keys_owner(key: str) -> str:
+    if key in _ALLCNN_ONLY:
+        return "the All-CNN models"
+    return " and ".join(f"model.name={name}" for name, keys in _MODEL_KEYS.items() if key in keys)
 
 
 def _check_model(m: DictConfig) -> None:
     _check_choice("model.name", m.name, MODEL_NAMES)
-    own, foreign = (_CNN_ONLY, _ALLCNN_ONLY) if m.name == "cnn" else (_ALLCNN_ONLY, _CNN_ONLY)
+    own = _MODEL_KEYS.get(m.name, _ALLCNN_ONLY)
+    foreign = tuple(k for k in {*_CNN_ONLY, *_ALLCNN_ONLY, *_FAST_ONLY} if k not in own)
     for key in own:
         if m[key] is None:
             raise ConfigError(f"model.{key} has no value; model.name={m.name} needs it")
-    for key in foreign:
+    for key in sorted(foreign):
         if m[key] is not None:
             raise ConfigError(
                 f"model.{key}={m[key]!r} does not apply to model.name={m.name}; remove it (it is for "
-                f"{'the All-CNN models' if key in _ALLCNN_ONLY else 'model.name=cnn'})"
+                f"{_model_keys_owner(key)})"
             )
     _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
            "give one positive width per stage, e.g. [64,128,256]")  # fmt: skip
     _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
+    if m.name == "fast":
+        _check(len(m.widths) == 3, "model.widths", list(m.widths),
+               "model.name=fast has three groups, e.g. [64,256,256]")  # fmt: skip
+        _check_choice("model.downsample", m.downsample, DOWNSAMPLE_NAMES)
+        _check(m.whiten_bias_epochs >= 0, "model.whiten_bias_epochs", m.whiten_bias_epochs,
+               "use 0 (never train the whitening bias) or a number of epochs")  # fmt: skip
+        return
     if m.name != "cnn":
         _check(
             len(m.widths) == 2,
@@ -344,6 +382,9 @@ def _check_data(d: DictConfig) -> None:
     _check(
         d.val_size >= 0, "data.val_size", d.val_size, "use 0 (validate on the test set) or a positive count"
     )
+    _check_choice("data.flip", d.flip, FLIPS)
+    _check_choice("data.translate_mode", d.translate_mode, TRANSLATE_MODES)
+    _check(0 <= d.translate <= 8, "data.translate", d.translate, "use a shift in pixels from 0 to 8")
     _check(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
            "use null (all training images) or a positive count")  # fmt: skip
     if d.source == "folder" and not Path(os.path.expanduser(d.root)).is_dir():
@@ -370,6 +411,14 @@ def _check_optim(o: DictConfig) -> None:
     _check(
         not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "Nesterov needs optim.momentum > 0"
     )
+    _check_choice("optim.loss_reduction", o.loss_reduction, LOSS_REDUCTIONS)
+    _check(o.bias_lr_scale > 0, "optim.bias_lr_scale", o.bias_lr_scale, "use a positive factor (1 = off)")
+    _check(o.bias_lr_scale == 1 or o.decoupled, "optim.bias_lr_scale", o.bias_lr_scale,
+           "a separate lr for BatchNorm biases needs optim.decoupled=true (or use 1)")  # fmt: skip
+    _check(not o.decoupled or o.name == "sgd", "optim.decoupled", o.decoupled,
+           "the decoupled (airbench) parametrisation is for optim.name=sgd")  # fmt: skip
+    _check(o.train_epochs is None or o.train_epochs > 0, "optim.train_epochs", o.train_epochs,
+           "use null (trainer.max_epochs) or a positive, possibly fractional, number of epochs")  # fmt: skip
 
 
 def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
@@ -427,10 +476,24 @@ def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:
     if "eval" in typed:
         shift = typed.eval.max_shift
         _check(0 <= shift < 16, "eval.max_shift", shift, "use 0 (off) or a shift in pixels below 16")
+        if "tta_level" in typed.eval:
+            level = typed.eval.tta_level
+            _check(
+                level in (0, 1, 2),
+                "eval.tta_level",
+                level,
+                "use 0 (off), 1 (mirror) or 2 (mirror + translate)",
+            )
+            _check_choice("eval.test_weights", typed.eval.test_weights, TEST_WEIGHTS)
     if "data" in typed:
         _check_data(typed.data)
     if "trainer" in typed:
         _check_trainer(typed.trainer, typed.data.batch_size)
+    if "optim" in typed and "trainer" in typed and typed.optim.train_epochs is not None:
+        epochs = typed.optim.train_epochs
+        _check(math.ceil(epochs) <= typed.trainer.max_epochs, "optim.train_epochs", epochs,
+               f"it ends in epoch {math.ceil(epochs)}, after trainer.max_epochs={typed.trainer.max_epochs}; "
+               f"set trainer.max_epochs={math.ceil(epochs)}")  # fmt: skip
     if "checkpoint" in typed:
         _check_resume(typed)
     return typed

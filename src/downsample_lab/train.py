@@ -24,6 +24,7 @@ from downsample_lab import cli
 from downsample_lab.callbacks import (
     EpochSummary,
     EpochThroughput,
+    Lookahead,
     MidEpochCheckpoint,
     RunState,
     StopOnNonFiniteLoss,
@@ -124,6 +125,19 @@ def _check_same_run(cfg: DictConfig, saved: dict[str, Any] | None, path: Path) -
         )
 
 
+def uses_best_checkpoint(cfg: DictConfig) -> bool:
+    """``eval.test_weights``: test the val/acc-best checkpoint (True) or the final weights in memory (False).
+
+    ``auto`` is ``final`` when ``data.val_size=0``: the validation set is then the test set, and choosing the
+    checkpoint by it would select on the test set (and the final weights are the lookahead's EMA, the ones
+    airbench reports); else ``best``.
+    """
+    choice = cfg.eval.test_weights
+    if choice == "auto":
+        choice = "final" if cfg.data.val_size == 0 else "best"
+    return choice == "best"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (or continue an interrupted fit), then test the best checkpoint; returns the final metrics."""
     cfg = validate(cfg)
@@ -136,6 +150,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model=OmegaConf.to_container(cfg.model, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         max_shift=cfg.eval.max_shift,
+        tta_level=cfg.eval.tta_level,
+        batch_size=cfg.data.batch_size,
     )
     log.info("Model: %s, %d parameters, %d forward FLOPs per image; channels_last=%s, compile=%s.",
              describe_model(cfg.model), model.n_params, model.flops_per_image, cfg.model.channels_last,
@@ -161,6 +177,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.trainer.log_every_n_steps, cfg.checkpoint.every_n_steps, out / "checkpoints" / "last.ckpt"
         ),
     ]
+    if cfg.optim.lookahead:
+        callbacks.append(Lookahead())
     if cfg.checkpoint.every_n_steps is not None:
         callbacks.append(MidEpochCheckpoint(**last, every_n_train_steps=cfg.checkpoint.every_n_steps))
     # A resumed run continues the same TensorBoard run (same directory and name) from the checkpoint's step.
@@ -177,7 +195,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # the checkpoint callback's state.
         metrics["val/acc_best"] = float(checkpoint.best_model_score)
     # fast_dev_run writes no checkpoint: test the weights in memory then.
-    ckpt = checkpoint.best_model_path or None
+    ckpt = checkpoint.best_model_path or None if uses_best_checkpoint(cfg) else None
+    log.info("Testing %s.", ckpt or "the final weights")
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 

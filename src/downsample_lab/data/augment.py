@@ -15,24 +15,39 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def random_crop_flip(images: torch.Tensor, padding: int = 4) -> torch.Tensor:
-    """Random ``padding``-pixel translation (zero fill) and random horizontal flip of a uint8 batch ``(N,C,H,W)``.
+def random_crop_flip(
+    images: torch.Tensor, padding: int = 4, flip: bool = True, mode: str = "zeros"
+) -> torch.Tensor:
+    """Random ``padding``-pixel translation and random horizontal flip of a uint8 batch ``(N,C,H,W)``.
 
-    Equivalent to torchvision's ``RandomCrop(H, padding)`` + ``RandomHorizontalFlip()`` per image, drawn from the
-    global RNG of the batch's device. The result is channels-last in memory.
+    Equivalent to torchvision's ``RandomCrop(H, padding, padding_mode=...)`` + ``RandomHorizontalFlip()`` per
+    image, drawn from the global RNG of the batch's device. ``mode`` is what the shift brings in at the border:
+    ``zeros`` or ``reflect`` (airbench's; done by index arithmetic, with no padded copy). ``flip=False`` leaves
+    the flip out (for the alternating flip, done by the caller). The result is channels-last in memory.
     """
     n, _, h, w = images.shape
     device = images.device
-    padded = F.pad(images, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (n, 1), device=device)
     dx = torch.randint(0, 2 * padding + 1, (n, 1), device=device)
-    flip = torch.rand(n, 1, device=device) < 0.5
     rows = dy + torch.arange(h, device=device)
     cols = torch.arange(w, device=device).expand(n, w)
-    cols = dx + torch.where(flip, cols.flip(1), cols)
+    if flip:
+        flipped = torch.rand(n, 1, device=device) < 0.5
+        cols = torch.where(flipped, cols.flip(1), cols)
+    cols = dx + cols
+    if mode == "reflect":
+        source = images
+        rows, cols = _reflect(rows - padding, h), _reflect(cols - padding, w)
+    else:
+        source = F.pad(images, (padding, padding, padding, padding))
     batch_idx = torch.arange(n, device=device)[:, None, None]
     # Advanced indices around a slice put the indexed dims first: (N, H, W, C); permute back to NCHW.
-    return padded[batch_idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return source[batch_idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    # -1 → 1, size → size - 2: the border pixel is not repeated, as F.pad(mode="reflect")
+    return (size - 1) - ((size - 1) - index.abs()).abs()
 
 
 @functools.cache

@@ -357,6 +357,9 @@ class CIFAR10DataModule(L.LightningDataModule):
         split_seed: int = 0,
         train_subset: int | None = None,
         augment: bool = True,
+        flip: str = "random",
+        translate: int = 4,
+        translate_mode: str = "zeros",
         on_device: bool | None = None,
         synthetic_train_size: int = 10_000,
         synthetic_test_size: int = 2_000,
@@ -367,7 +370,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.cfg = dict(
             source=source, root=root, cache_dir=cache_dir, download=download, batch_size=batch_size,
             eval_batch_size=eval_batch_size, val_size=val_size, split_seed=split_seed,
-            train_subset=train_subset, augment=augment, on_device=on_device,
+            train_subset=train_subset, augment=augment, flip=flip, translate=translate,
+            translate_mode=translate_mode, on_device=on_device,
             synthetic_train_size=synthetic_train_size, synthetic_test_size=synthetic_test_size,
         )  # fmt: skip
         self.channels_last = channels_last
@@ -410,6 +414,11 @@ class CIFAR10DataModule(L.LightningDataModule):
                     )
                 train_idx = class_balanced_subset(train_idx, full.labels, c["train_subset"])
             self.train_set = Split(full.images[train_idx], full.labels[train_idx])
+            if c["augment"] and c["flip"] == "alternating":
+                # airbench's alternating flip, part 1: a fixed random half of the images is flipped once, drawn
+                # from the run's seed; on_after_batch_transfer flips every image in odd epochs (part 2).
+                flipped = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(self.seed)) < 0.5
+                self.train_set.images[flipped] = self.train_set.images[flipped].flip(-1)
             self.val_set = Split(full.images[val_idx], full.labels[val_idx]) if c["val_size"] > 0 else None
         if self.test_set is None and (
             stage in ("test", None) or (stage in ("fit", "validate") and c["val_size"] == 0)
@@ -461,6 +470,10 @@ class CIFAR10DataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment (training only) and normalise on the device the batch now lives on."""
         images, labels = batch
-        if self.trainer is not None and self.trainer.training and self.cfg["augment"]:
-            images = random_crop_flip(images)
+        c = self.cfg
+        if self.trainer is not None and self.trainer.training and c["augment"]:
+            alternating = c["flip"] == "alternating"
+            images = random_crop_flip(images, c["translate"], flip=not alternating, mode=c["translate_mode"])
+            if alternating and self.trainer.current_epoch % 2 == 1:
+                images = images.flip(-1)  # every image shows its other side in odd epochs
         return normalize(images, self.channels_last), labels

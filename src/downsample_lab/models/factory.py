@@ -10,8 +10,9 @@ from torch import nn
 
 from downsample_lab.models.allcnn import ALLCNN_VARIANTS, AllCNNC
 from downsample_lab.models.cnn import DownsampleCNN
+from downsample_lab.models.fast import FastNet
 
-MODEL_NAMES = ("cnn", *ALLCNN_VARIANTS)
+MODEL_NAMES = ("cnn", "fast", *ALLCNN_VARIANTS)
 """Valid values of ``model.name``."""
 
 MATCH_REFERENCE = "conv"
@@ -65,6 +66,8 @@ def effective_widths(model_cfg: Mapping[str, Any]) -> list[int]:
 
 def describe_model(model_cfg: Mapping[str, Any]) -> str:
     """One line for logs: the architecture, and the widths it was built with when they differ from the config."""
+    if model_cfg.get("name", "cnn") == "fast":
+        return f"fast (airbench-class) with {model_cfg['downsample']} downsampling, widths={list(model_cfg['widths'])}"
     if model_cfg.get("name", "cnn") != "cnn":
         return f"{model_cfg['name']} widths={list(model_cfg['widths'])}"
     text = f"cnn with {model_cfg['downsample']} downsampling, kernel {model_cfg['kernel_size']}"
@@ -82,6 +85,12 @@ def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
     name = model_cfg.get("name", "cnn")
     if name == "cnn":
         return _cnn(model_cfg, effective_widths(model_cfg))
+    if name == "fast":
+        return FastNet(
+            widths=[int(w) for w in model_cfg["widths"]],
+            downsample=str(model_cfg["downsample"]),
+            dropout=float(model_cfg["dropout"]),
+        )
     return AllCNNC(
         name,
         widths=[int(w) for w in model_cfg["widths"]],

@@ -1,0 +1,91 @@
+"""Per-arm selection (``python -m downsample_lab.selection``) on a tiny tuning sweep and a tiny final sweep.
+
+The run directories are written as train.py writes them (see test_report.write_run). In the tuning sweep the
+test accuracies point the other way from the validation accuracies, so a selection that peeked at the test set
+would choose differently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+from torch.utils.tensorboard import SummaryWriter
+
+from downsample_lab import selection
+
+from .conftest import run_cli
+from .test_report import base_cfg, make_cfg, write_run  # noqa: F401  (base_cfg is a fixture)
+
+# tuning: (arm, lr) → val/acc_best of seeds 100 and 101; test accuracy is 1 - val (misleading on purpose)
+TUNE = {
+    ("maxpool", 0.1): [0.78, 0.79],
+    ("maxpool", 0.2): [0.80, 0.82],
+    ("conv", 0.1): [0.84, 0.83],
+    ("conv", 0.2): [0.81, 0.80],
+}
+WINNER = {"maxpool": 0.2, "conv": 0.1}
+# final: (arm, lr) → test accuracy of seeds 0, 1, 2
+FINAL = {
+    ("maxpool", 0.1): [0.50, 0.50, 0.50],
+    ("maxpool", 0.2): [0.90, 0.91, 0.92],
+    ("conv", 0.1): [0.93, 0.95, 0.94],
+    ("conv", 0.2): [0.10, 0.10, 0.10],
+}
+
+
+def _write(root: Path, base: dict, arm: str, lr: float, seed: int, val: float, test: float) -> None:
+    cfg = make_cfg(base, seed, downsample=arm)
+    cfg["optim"]["lr"] = lr
+    run = write_run(root / f"{arm}_{lr}_{seed}", cfg, val_acc=[val - 0.1, val], test_acc=test)
+    writer = SummaryWriter(str(next((run / "tb").iterdir())))
+    writer.add_scalar(selection.TEST_ACC_TTA, test + 0.01, 100)
+    writer.close()
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory, base_cfg) -> tuple[Path, Path]:  # noqa: F811
+    tune, final = tmp_path_factory.mktemp("tune"), tmp_path_factory.mktemp("final")
+    for (arm, lr), vals in TUNE.items():
+        for seed, val in zip((100, 101), vals, strict=True):
+            _write(tune, base_cfg, arm, lr, seed, val, 1 - val)
+    for (arm, lr), accs in FINAL.items():
+        for seed, acc in enumerate(accs):
+            _write(final, base_cfg, arm, lr, seed, 0.5, acc)
+    _write(final, base_cfg, "conv", 0.1, 100, 0.5, 0.0)  # a tuning seed: not fresh, must be left out
+    return tune, final
+
+
+def test_each_arm_gets_its_best_validation_setting_and_fresh_seed_test_accuracy(sweeps, tmp_path):
+    tune, final = sweeps
+    path, table, commands = selection.build_selection(tune, final, tmp_path)
+    assert list(table["arm"]) == ["model.downsample=maxpool", "model.downsample=conv"]
+    assert list(table["chosen setting"]) == [f"optim.lr={WINNER['maxpool']}", f"optim.lr={WINNER['conv']}"]
+    assert list(table["n"]) == [3, 3]  # the winning setting's three fresh seeds; seed 100 left out
+    for arm in ("maxpool", "conv"):
+        acc = FINAL[(arm, WINNER[arm])]
+        row = table.set_index("arm").loc[f"model.downsample={arm}"]
+        assert row["test acc %"] == f"{100 * np.mean(acc):.2f} ± {100 * np.std(acc, ddof=1):.2f}"
+        assert row["test acc TTA %"].startswith(f"{100 * (np.mean(acc) + 0.01):.2f}")
+    p = stats.ttest_ind(FINAL[("conv", 0.1)], FINAL[("maxpool", 0.2)], equal_var=False).pvalue
+    assert table.set_index("arm").loc["model.downsample=conv", "p vs maxpool"] == f"{p:.3g}"
+    text = path.read_text()
+    assert "optim.lr=0.1" in text and "test accuracy plays no part" in text
+    assert any("model.downsample=conv optim.lr=0.1 seed=0,1,2,3,4,5,6,7,8,9" in c for c in commands)
+
+
+def test_cli_prints_the_final_commands_then_reports(sweeps, tmp_path):
+    tune, final = sweeps
+    first = run_cli("selection", str(tune), "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "experiment=ablation_fast model.downsample=maxpool optim.lr=0.2" in first.stdout
+    second = run_cli("selection", str(tune), "--final", str(final), "--out", str(tmp_path / "b"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert (tmp_path / "b" / "selection.md").is_file() and "test acc TTA %" in second.stdout
+
+
+def test_a_directory_without_runs_is_one_clear_error(tmp_path):
+    result = run_cli("selection", str(tmp_path))
+    assert result.returncode == 2 and "no completed training runs below" in result.stderr
