@@ -59,6 +59,7 @@ def write_run(
     ips: Sequence[float] = (100.0, 200.0, 300.0),
     test_acc: float | None = None,
     consistency: float | None = None,
+    test_acc_tta: float | None = None,
     params: int = 1000,
     flops: float = 1e6,
     error: str | None = None,
@@ -97,6 +98,8 @@ def write_run(
         writer.add_scalar("test/loss", 1 - test_acc, step + 1)
         if consistency is not None:
             writer.add_scalar("test/consistency", consistency, step + 1)
+        if test_acc_tta is not None:
+            writer.add_scalar("test/acc_tta", test_acc_tta, step + 1)
         writer.add_scalar("epoch", len(val_acc), step + 1)
         writer.close()
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -306,6 +309,25 @@ def test_consistency_and_paper_columns_appear_when_logged(tmp_path, base_cfg):
     assert rep.results.set_index("arm").loc["model.name=strided_cnn_c", "welch_p"] == pytest.approx(
         expected, rel=1e-3
     )
+
+
+def test_tta_accuracy_has_its_own_columns_when_logged(tmp_path, base_cfg):
+    tta = {"maxpool": [0.91, 0.92, 0.90], "conv": [0.89, 0.90, 0.88]}
+    for downsample, accs in tta.items():
+        for seed, acc in enumerate(accs):
+            cfg = make_cfg(base_cfg, seed, downsample=downsample)
+            write_run(tmp_path / "runs" / f"{downsample}_{seed}", cfg, test_acc=acc - 0.01, test_acc_tta=acc)
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    table = rep.table.set_index("arm")
+    assert (
+        table.loc["model.downsample=conv", "TTA test acc %"]
+        == f"89.00 ± {np.std(tta['conv'], ddof=1) * 100:.2f}"
+    )
+    expected = stats.ttest_ind(tta["conv"], tta["maxpool"], equal_var=False).pvalue
+    assert rep.results.set_index("arm").loc["model.downsample=conv", "welch_p_tta"] == pytest.approx(
+        expected, rel=1e-3
+    )
+    assert "test/acc_tta" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_each_arm_is_tested_against_the_maxpool_arm_of_its_kernel_size(tmp_path, base_cfg):

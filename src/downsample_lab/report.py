@@ -65,6 +65,7 @@ TEST_ACC = "test/acc"
 VAL_ACC = "val/acc"
 VAL_ACC_BEST = "val/acc_best"
 CONSISTENCY = "test/consistency"
+TEST_ACC_TTA = "test/acc_tta"
 PARAMS = "model/params"
 FLOPS = "model/flops_per_image"
 IMAGES_PER_SEC = "train/images_per_sec"
@@ -98,6 +99,7 @@ class Run:
     test_acc: float | None = None
     val_acc_best: float | None = None
     consistency: float | None = None
+    test_acc_tta: float | None = None  # with test-time augmentation (eval.tta_level > 0)
     params: float | None = None
     flops: float | None = None
     images_per_sec: float | None = None
@@ -291,6 +293,7 @@ def load_run(path: Path) -> Run:
         test_acc=test_acc,
         val_acc_best=_last(scalars, VAL_ACC_BEST),
         consistency=_last(scalars, CONSISTENCY),
+        test_acc_tta=_last(scalars, TEST_ACC_TTA),
         params=_last(scalars, PARAMS),
         flops=_last(scalars, FLOPS),
         images_per_sec=_mean_throughput(scalars),
@@ -463,6 +466,8 @@ def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
         mean, std, low, high = mean_std_ci(acc)
         val_mean, val_std, _, _ = mean_std_ci(_values(arm.runs, "val_acc_best"))
         cons_mean, cons_std, _, _ = mean_std_ci(_values(arm.runs, "consistency"))
+        tta = _values(arm.runs, "test_acc_tta")
+        tta_mean, tta_std, tta_low, tta_high = mean_std_ci(tta)
         ips_mean, ips_std, _, _ = mean_std_ci(_values(arm.runs, "images_per_sec"))
         params, flops = _values(arm.runs, "params"), _values(arm.runs, "flops")
         name = str(arm.values.get(PAPER_KEY, arm.runs[0].hparams.get(PAPER_KEY)))
@@ -481,6 +486,14 @@ def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
                 "consistency_mean": cons_mean,
                 "consistency_std": cons_std,
                 "consistency_n": len(_values(arm.runs, "consistency")),
+                "test_acc_tta_mean": tta_mean,
+                "test_acc_tta_std": tta_std,
+                "test_acc_tta_ci95_low": tta_low,
+                "test_acc_tta_ci95_high": tta_high,
+                "test_acc_tta_n": len(tta),
+                "welch_p_tta": welch_p(tta, _values(arm.baseline.runs, "test_acc_tta"))
+                if arm.baseline
+                else math.nan,
                 "params": float(np.mean(params)) if params else math.nan,
                 "params_spread": (max(params) - min(params)) if params else math.nan,
                 "flops_per_image": float(np.mean(flops)) if flops else math.nan,
@@ -547,6 +560,17 @@ def display_table(results: pd.DataFrame) -> pd.DataFrame:
         for lo, hi in zip(results["test_acc_ci95_low"], results["test_acc_ci95_high"], strict=True)
     ]
     table["p vs baseline"] = [_p(p) for p in results["welch_p"]]
+    if (results["test_acc_tta_n"] > 0).any():
+        table["TTA test acc %"] = [
+            _pm(m, s) for m, s in zip(results["test_acc_tta_mean"], results["test_acc_tta_std"], strict=True)
+        ]
+        table["TTA 95% CI"] = [
+            _ci(lo, hi)
+            for lo, hi in zip(
+                results["test_acc_tta_ci95_low"], results["test_acc_tta_ci95_high"], strict=True
+            )
+        ]
+        table["TTA p vs baseline"] = [_p(p) for p in results["welch_p_tta"]]
     if results["paper_test_error_pct"].notna().any():
         table["test error %"] = [f"{(1 - m) * 100:.2f}" if _ok(m) else DASH for m in results["test_acc_mean"]]
         table["paper error % (Table 3)"] = [
@@ -610,6 +634,7 @@ def runs_table(runs: Sequence[Run], root: Path, labels: Mapping[Path, str]) -> p
                 "test_acc": r.test_acc,
                 "val_acc_best": r.val_acc_best,
                 "consistency": r.consistency,
+                "test_acc_tta": r.test_acc_tta,
                 "params": r.params,
                 "flops_per_image": r.flops,
                 "images_per_sec": r.images_per_sec,
@@ -626,6 +651,7 @@ def runs_table(runs: Sequence[Run], root: Path, labels: Mapping[Path, str]) -> p
             "test_acc",
             "val_acc_best",
             "consistency",
+            "test_acc_tta",
             "params",
             "flops_per_image",
             "images_per_sec",
@@ -799,6 +825,11 @@ def _markdown_report(rep: Report) -> str:
             "- **params**, **FLOPs/image**: `model/params` and `model/flops_per_image` (forward pass, "
             "`torch.utils.flop_counter`), mean over the arm's runs.",
         ]
+        if "TTA test acc %" in rep.table:
+            lines.append(
+                f"- **TTA test acc %**, **TTA 95% CI**, **TTA p vs baseline**: the same for the final "
+                f"`{TEST_ACC_TTA}` (test-time augmentation, `eval.tta_level`), over the runs that logged it."
+            )
         if "shift consistency %" in rep.table:
             lines.append(
                 f"- **shift consistency %**: final `{CONSISTENCY}`, mean ± std over the runs that logged "
@@ -936,7 +967,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             _plain(
                 rep.table,
-                ["arm", "n", "test acc %", "p vs baseline", "shift consistency %", "train images/s"],
+                [
+                    c
+                    for c in [
+                        "arm",
+                        "n",
+                        "test acc %",
+                        "p vs baseline",
+                        "TTA test acc %",
+                        "shift consistency %",
+                        "train images/s",
+                    ]
+                    if c in rep.table
+                ],
             )
         )
 
