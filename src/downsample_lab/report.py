@@ -811,7 +811,7 @@ def _markdown_report(rep: Report) -> str:
             "",
             _markdown(rep.table),
             "",
-            "- **test acc %**: test accuracy of the best checkpoint (by val/acc), mean ± sample std (ddof=1) "
+            "- **test acc %**: test accuracy of the weights each run tested (its best checkpoint by val/acc, or its final weights with `eval.test_weights`), mean ± sample std (ddof=1) "
             "over the completed runs; **95% CI**: t-distribution interval of the mean (n − 1 degrees of "
             f"freedom). With n = 1 there is no std or CI ({DASH}).",
             "- **p vs baseline**: two-sided Welch's t-test (unequal variances) of the arm's test accuracies "
