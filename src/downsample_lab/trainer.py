@@ -40,6 +40,7 @@ from tensorboard.plugins.hparams.metadata import (
 )
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 
+from downsample_lab import runs
 from downsample_lab.callbacks import ProgressBar
 from downsample_lab.config import TrainConfig, check_accelerator, runs_on_cuda, sweep_overrides
 from downsample_lab.console import quiet_libraries
@@ -168,20 +169,6 @@ def describe_device(trainer_cfg: DictConfig) -> str:
     return f"{trainer_cfg.accelerator} ({how})"
 
 
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"widths": [8, 16]}}`` → ``{"model.widths": "[8, 16]"}``: scalars TensorBoard can show."""
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value)  # lists and null, as the config would write them
-    return flat
-
-
 class StudyTensorBoardLogger(TensorBoardLogger):
     """Lightning's TensorBoard logger without the ``epoch`` scalar Lightning adds to every epoch-level log.
 
@@ -252,7 +239,7 @@ def hparam_values(cfg: Mapping[str, Any], kinds: Mapping[str, str]) -> tuple[dic
     """
     values: dict[str, Any] = {}
     key_kinds: dict[str, str] = {}
-    for key, value in _flatten_raw(cfg).items():
+    for key, value in runs.flatten(cfg).items():
         kind = kinds.get(key) or (_kind_of(value) if value is not None else "string")
         key_kinds[key] = kind
         if value is None and kind != "string":
@@ -263,16 +250,6 @@ def hparam_values(cfg: Mapping[str, Any], kinds: Mapping[str, str]) -> tuple[dic
             value = float(value) if isinstance(value, float) else int(value)
         values[key] = value
     return values, key_kinds
-
-
-def _flatten_raw(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten_raw(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def swept_keys(flat_keys: Iterable[str]) -> set[str]:
