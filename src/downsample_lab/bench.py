@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from downsample_lab import compat
 from downsample_lab.callbacks import EpochThroughput
 from downsample_lab.classifier import Classifier
 from downsample_lab.config import DataConfig, ModelConfig, OptimConfig, TrainerConfig, config_dir, validate
@@ -550,8 +551,7 @@ def hardware(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu_avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
-        "cpu_amx": bool(torch.cpu._is_amx_tile_supported()),
+        **{f"cpu_{k}": v for k, v in compat.cpu_bf16_features().items()},
         "platform": platform.platform(),
         "gpu": None,
     }
