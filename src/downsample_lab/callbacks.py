@@ -38,9 +38,10 @@ from downsample_lab.errors import UserError
 log = logging.getLogger("downsample_lab")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA, MPS, ...), so that a clock reading covers it; a no-op on CPU."""
+    if device.type != "cpu":  # torch.accelerator refuses a device other than the build's accelerator
+        torch.accelerator.synchronize(device)
 
 
 class EpochThroughput(L.Callback):
@@ -57,7 +58,7 @@ class EpochThroughput(L.Callback):
         self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._t0, self._eval_time, self._images = time.perf_counter(), 0.0, 0
 
     def on_train_batch_end(
@@ -66,15 +67,15 @@ class EpochThroughput(L.Callback):
         self._images += len(batch[1])
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._val_t0 = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._eval_time += time.perf_counter() - self._val_t0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         elapsed = time.perf_counter() - self._t0 - self._eval_time
         if elapsed <= 0 or self._images == 0:
             return
