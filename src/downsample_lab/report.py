@@ -641,6 +641,16 @@ def _figure(n_labels: int) -> Any:
     return fig
 
 
+def _finish(fig: Any, ax: Any, path: Path, ylabel: str, title: str) -> Any:
+    """The y label, title, grid and legend every plot has; saved to ``path``."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _legend(fig, ax)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
 def _legend(fig: Any, ax: Any) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -671,12 +681,9 @@ def plot_val_curves(arms: Sequence[Arm], path: Path) -> Any:
     epochs = [e for arm in arms for r in arm.runs for e in r.val_curve]
     if epochs and max(epochs) - min(epochs) < 2:
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Validation accuracy: mean over seeds, band = min–max")
-    ax.grid(alpha=0.3)
-    _legend(fig, ax)
-    fig.savefig(path, dpi=120)
-    return fig
+    return _finish(
+        fig, ax, path, "validation accuracy (%)", "Validation accuracy: mean over seeds, band = min–max"
+    )
 
 
 def plot_acc_vs_throughput(results: pd.DataFrame, path: Path, warmup_excluded: bool | None = True) -> Any:
@@ -702,12 +709,9 @@ def plot_acc_vs_throughput(results: pd.DataFrame, path: Path, warmup_excluded: b
     note = {True: "first epoch excluded", False: "one epoch, warm-up included",
             None: "first epoch excluded where a run had more"}[warmup_excluded]  # fmt: skip
     ax.set_xlabel(f"training images/s ({note})")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against training throughput (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    _legend(fig, ax)
-    fig.savefig(path, dpi=120)
-    return fig
+    return _finish(
+        fig, ax, path, "test accuracy (%)", "Accuracy against training throughput (mean ± std over seeds)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
