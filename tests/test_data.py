@@ -156,11 +156,20 @@ def test_random_crop_flip_translates_and_mirrors():
     images = images.repeat(200, 1, 1, 1)
     out = random_crop_flip(images)
     assert out.shape == images.shape and out.dtype == torch.uint8
-    unchanged = (out == images).flatten(1).all(1).float().mean().item()
-    assert 0 < unchanged < 0.2  # the identity (no shift, no flip) is 1 of 162 outcomes
-    # every output is some shifted (and maybe flipped) copy of its input: its centre row shows up in the input
-    mirrored = (out[:, :, 16, 4:28].unsqueeze(-1) == images.flip(3)[:, :, 16, :].unsqueeze(-2)).any().item()
-    assert mirrored
+    # The reference: torchvision's RandomCrop(32, padding=4) then RandomHorizontalFlip, as 9 x 9 x 2 outcomes.
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    outcome = torch.full((len(images),), -1)
+    matches = torch.zeros(len(images), dtype=torch.int64)
+    for dy in range(9):
+        for dx in range(9):
+            crop = padded[:, :, dy : dy + 32, dx : dx + 32]
+            for flipped, candidate in ((0, crop), (1, crop.flip(3))):
+                same = (out == candidate).flatten(1).all(1)
+                outcome[same] = (dy * 9 + dx) * 2 + flipped
+                matches += same
+    assert (matches == 1).all()  # each output is exactly one shifted, maybe mirrored, copy of its input
+    assert 0.4 < (outcome % 2).float().mean().item() < 0.6  # mirrored half the time
+    assert len(set((outcome // 2).tolist())) == 81  # every shift of -4..4 pixels on both axes occurs
 
 
 def test_normalize_uses_cifar_statistics():

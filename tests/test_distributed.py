@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 from .conftest import REPO, TINY, compose_config, run_cli
@@ -56,15 +57,46 @@ def test_multirun_whose_jobs_use_ddp(tmp_path):
             assert len(list((job / "tb").iterdir())) == 1
 
 
-def test_slurm_launcher_starts_one_task_per_gpu():
-    compose_config(
+def test_slurm_launcher_starts_one_task_per_gpu(monkeypatch):
+    """A job the launcher submits has one task per GPU; in each, Lightning takes its rank from SLURM and starts
+    no processes of its own."""
+    cfg = compose_config(
         "train", ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
     )
     from hydra.core.hydra_config import HydraConfig
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-    launcher = HydraConfig.get().launcher
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 2)
+    job = HydraConfig.get().launcher
+    assert job._target_.endswith("SlurmLauncher")
+    assert (job.gpus_per_node, job.tasks_per_node, job.nodes) == (4, 4, 2)
+    # the variables sbatch and srun set for task 5 of the job (its node 1, its local task 1)
+    slurm_env = {
+        "SLURM_JOB_ID": "1", "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "node[1-2]",
+        "SLURM_NNODES": str(job.nodes), "SLURM_NTASKS": str(job.nodes * job.tasks_per_node),
+        "SLURM_NTASKS_PER_NODE": str(job.tasks_per_node), "SLURM_PROCID": "5", "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+    }  # fmt: skip
+    for key, value in slurm_env.items():
+        monkeypatch.setenv(key, value)
+    from lightning.fabric.utilities import rank_zero as fabric_rank_zero
+    from lightning.pytorch.utilities import rank_zero as pl_rank_zero
+    from lightning_utilities.core import rank_zero as utils_rank_zero
+
+    for module in (fabric_rank_zero, pl_rank_zero, utils_rank_zero):
+        # the Trainer makes this process rank 5 for every rank_zero_only function: rank 0 again after the test
+        monkeypatch.setattr(module.rank_zero_only, "rank", module.rank_zero_only.rank)
+    trainer = L.Trainer(
+        accelerator="cpu", strategy=cfg.trainer.strategy, devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes, logger=False, enable_checkpointing=False,
+    )  # fmt: skip
+    env = trainer.strategy.cluster_environment
+    # SLURM started the processes, and the launcher starts none given such an environment (ddp_spawn's would)
+    assert isinstance(env, SLURMEnvironment) and env.creates_processes_externally
+    assert isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher)
+    # what the launcher checks before it runs: SLURM's tasks per node and nodes are the Trainer's
+    env.validate_settings(num_devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes)
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (8, 5, 1, 1)
 
 
 def _children(pid: int) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from downsample_lab.models import DOWNSAMPLE_NAMES, DownsampleCNN, create_downsample
@@ -15,8 +16,26 @@ from .conftest import compose_config
 KERNELS = (3, 5, 7)
 
 
-def test_strategies_are_the_five_of_the_study():
-    assert set(DOWNSAMPLE_NAMES) == {"maxpool", "conv", "conv3", "avgpool", "blurpool"}
+def test_each_strategy_is_the_layer_its_name_says():
+    assert set(DOWNSAMPLE_NAMES) == {
+        "maxpool",
+        "conv",
+        "conv3",
+        "avgpool",
+        "blurpool",
+    }  # the five of the study
+    x = torch.randn(2, 4, 8, 8)
+    assert torch.equal(create_downsample("maxpool", 4)(x), F.max_pool2d(x, 2))
+    assert torch.allclose(create_downsample("avgpool", 4)(x), F.avg_pool2d(x, 2))
+    impulse = torch.zeros(1, 1, 8, 8)
+    impulse[..., 3, 3] = 1.0
+    blurred = create_downsample("blurpool", 1)(impulse)
+    assert (blurred > 0).sum() > 1 and blurred.max() < 1  # max-pooled, then spread out by the binomial blur
+    for name, k, pad in (("conv", 2, 0), ("conv3", 3, 1)):
+        convs = [m for m in create_downsample(name, 4).modules() if isinstance(m, nn.Conv2d)]
+        assert [(c.kernel_size, c.stride, c.padding, c.in_channels, c.out_channels) for c in convs] == [
+            ((k, k), (2, 2), (pad, pad), 4, 4)
+        ], name
 
 
 @pytest.mark.parametrize("name", DOWNSAMPLE_NAMES)

@@ -23,7 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from downsample_lab import report
-from downsample_lab.trainer import HPARAM_METRICS, flatten
+from downsample_lab.runs import flatten_text
+from downsample_lab.trainer import HPARAM_METRICS
 
 from .conftest import TINY, compose_config, run_cli
 
@@ -69,7 +70,7 @@ def write_run(
     tb = run_dir / "tb" / f"downsample={cfg['model']['downsample']},seed={cfg['seed']}"
     writer = SummaryWriter(str(tb))
     if tb_hparams:
-        flat = flatten(cfg)
+        flat = flatten_text(cfg)
         flat["trainer.precision"] = "32-true"  # log_hparams records the resolved precision, not "auto"
         for summary in hparams_summary(flat, dict.fromkeys(HPARAM_METRICS, 0.0)):
             writer._get_file_writer().add_summary(summary)

@@ -13,7 +13,7 @@ from tbparse import SummaryReader
 
 from downsample_lab.train import train
 
-from .conftest import REPO, TINY, run_cli
+from .conftest import TINY, run_cli
 
 TAGS = {
     "train/loss", "train/acc", "train/lr", "train/images_per_sec", "train/epoch_time",
@@ -140,9 +140,17 @@ def test_multirun_gives_each_job_its_directory_and_tensorboard_run(tmp_path):
         assert tb_run.name == f"{name}_k3_w4-8_seed0"
 
 
-def test_train_in_process_returns_the_final_metrics(tiny_cfg):
+def test_train_in_process_returns_the_final_metrics(tiny_cfg, tmp_path):
     metrics = train(tiny_cfg)
     assert {"val/acc_best", "test/acc", "train/images_per_sec"} <= set(metrics)
+    scalars = SummaryReader(str(tmp_path / "run" / "tb")).scalars
+    logged = {tag: rows["value"].tolist() for tag, rows in scalars.groupby("tag")}
+    # the values the run logged last: the best validation accuracy, the test accuracy, the last epoch's speed
+    assert metrics["val/acc_best"] == pytest.approx(max(logged["val/acc"]))
+    assert metrics["test/acc"] == pytest.approx(logged["test/acc"][-1])
+    assert metrics["train/images_per_sec"] == pytest.approx(logged["train/images_per_sec"][-1])
+    (best,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
+    assert f"acc{metrics['val/acc_best']:.4f}" in best.name
 
 
 @pytest.mark.slow
@@ -156,4 +164,8 @@ def test_real_cifar10_one_short_epoch_beats_chance(cifar10_jpeg, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "status.json").read_text())["metrics"]
     assert metrics["test/acc"] > 0.3, metrics  # chance is 0.10; this run reaches ~0.39
-    assert REPO.exists()
+    # it trained on the JPEG folder: both of its splits were decoded into the cache
+    assert sorted(p.name.split("-")[:2] for p in (tmp_path / "cache").glob("folder-*.pt")) == [
+        ["folder", "test"],
+        ["folder", "train"],
+    ]

@@ -56,7 +56,8 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from downsample_lab.callbacks import EpochThroughput
+from downsample_lab import compat
+from downsample_lab.callbacks import EpochThroughput, synchronize
 from downsample_lab.classifier import Classifier
 from downsample_lab.config import DataConfig, ModelConfig, OptimConfig, TrainerConfig, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
@@ -77,7 +78,6 @@ log = logging.getLogger(__name__)
 
 # The precisions both paths run the same way: plain float32, or autocast (with a GradScaler for float16).
 BENCH_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
-PATHS = ("raw", "lightning")
 LIGHTNING_MAX_EPOCHS = -1  # no epoch limit: max_steps ends the Lightning path's run
 
 
@@ -208,14 +208,6 @@ def bench_device(trainer_cfg: DictConfig) -> torch.device:
     ):
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work, so that a clock reading covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def _can_reset_rss_peak() -> bool:
@@ -550,8 +542,7 @@ def hardware(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "cpu_avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
-        "cpu_amx": bool(torch.cpu._is_amx_tile_supported()),
+        **{f"cpu_{k}": v for k, v in compat.cpu_bf16_features().items()},
         "platform": platform.platform(),
         "gpu": None,
     }

@@ -32,14 +32,16 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from downsample_lab import compat
 from downsample_lab.errors import UserError
 
 log = logging.getLogger("downsample_lab")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA, MPS, ...), so that a clock reading covers it; a no-op on CPU."""
+    if device.type != "cpu":  # torch.accelerator refuses a device other than the build's accelerator
+        torch.accelerator.synchronize(device)
 
 
 class EpochThroughput(L.Callback):
@@ -56,7 +58,7 @@ class EpochThroughput(L.Callback):
         self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._t0, self._eval_time, self._images = time.perf_counter(), 0.0, 0
 
     def on_train_batch_end(
@@ -65,15 +67,15 @@ class EpochThroughput(L.Callback):
         self._images += len(batch[1])
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._val_t0 = time.perf_counter()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         self._eval_time += time.perf_counter() - self._val_t0
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync(pl_module.device)
+        synchronize(pl_module.device)
         elapsed = time.perf_counter() - self._t0 - self._eval_time
         if elapsed <= 0 or self._images == 0:
             return
@@ -121,7 +123,7 @@ class MidEpochCheckpoint(ModelCheckpoint):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not compat.is_last_batch(trainer):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
@@ -158,7 +160,7 @@ class RunState(L.Callback):
         # sets up the training loader before the loop state is restored, so the fit loop never hands the saved
         # loader state to TensorBatches. Hand it over here, where Lightning would have; a no-op when there is
         # none (a fresh run) or once Lightning has done it itself.
-        trainer.fit_loop._load_combined_loader_states()
+        compat.load_combined_loader_states(trainer)
         if self._pending is not None:
             set_rng_states(self._pending, pl_module.device)
             self._pending = None
@@ -220,7 +222,7 @@ class StopOnNonFiniteLoss(L.Callback):
         self._first_bad_step = torch.where(first_bad, trainer.global_step, self._first_bad_step)
         self._first_bad_loss = torch.where(first_bad, loss, self._first_bad_loss)
         step = trainer.global_step
-        due = step % self.check_every_n_steps == 0 or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        due = step % self.check_every_n_steps == 0 or compat.is_last_batch(trainer)
         due = due or (self.checkpoint_every_n_steps is not None and step % self.checkpoint_every_n_steps == 0)
         if not due:
             return
@@ -324,7 +326,7 @@ class Lookahead(L.Callback):
     parameters and the BatchNorm running statistics (``pl_module.net.state_dict()``).
 
     No host sync per step: ``a`` is a Python float computed from the step counter, and the update is two
-    ``torch._foreach_*`` calls over the tensors on the device. T is ``pl_module.total_steps()``. The EMA is kept in
+    fused multi-tensor calls over the tensors on the device. T is ``pl_module.total_steps()``. The EMA is kept in
     checkpoints, so a resumed run continues it.
     """
 
@@ -345,8 +347,8 @@ class Lookahead(L.Callback):
 
     @torch.no_grad()
     def _update(self, decay: float) -> None:
-        torch._foreach_lerp_(self._ema, self._live, 1.0 - decay)
-        torch._foreach_copy_(self._live, self._ema)
+        compat.lerp_all_(self._ema, self._live, 1.0 - decay)
+        compat.copy_all_(self._live, self._ema)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from downsample_lab import compat
 from downsample_lab.consistency import shift_agreement
 from downsample_lab.data.augment import normalize
 from downsample_lab.models import build_model
@@ -81,7 +82,7 @@ class Classifier(L.LightningModule):
         # Lightning sets ``_current_fx_name`` around every hook call, about 40 times a training step, and
         # nn.Module.__setattr__ checks each value against parameters, buffers and submodules first: ~0.25 ms of
         # host time per step, a quarter of what Lightning adds to a step. A plain string needs none of that.
-        if name == "_current_fx_name":
+        if name == compat.HOOK_NAME_ATTR:
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

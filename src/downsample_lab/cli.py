@@ -25,6 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from downsample_lab import compat
 from downsample_lab.config import config_dir
 from downsample_lab.errors import ConfigError, UserError, exit_with_error
 
@@ -81,15 +82,15 @@ def _options(group: str) -> list[str]:
 def _schema_keys(schema: type) -> list[str]:
     def walk(node: Any, prefix: str) -> list[str]:
         keys = []
-        for key in node:
+        for key, child in node.items():
             name = f"{prefix}{key}"
             keys.append(name)
-            child = node._get_node(key)
-            if isinstance(child, DictConfig):
+            if isinstance(child, dict):
                 keys += walk(child, f"{name}.")
         return keys
 
-    return walk(OmegaConf.structured(schema), "")
+    # plain containers: required keys read as "???" instead of raising, as nodes of the DictConfig would
+    return walk(OmegaConf.to_container(OmegaConf.structured(schema)), "")
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
@@ -177,10 +178,9 @@ def _sweep_experiment(overrides: list[Any]) -> str | None:
 
 def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     """Check ``argv``'s overrides (raise UserError) and return it with a resumed run's overrides filled in."""
-    from hydra._internal.utils import get_args_parser
     from hydra.errors import OverrideParseException
 
-    args = get_args_parser().parse_args(argv[1:])
+    args = compat.hydra_args_parser().parse_args(argv[1:])
     if args.help or args.hydra_help or args.shell_completion or args.info or args.experimental_rerun:
         return argv
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -241,10 +241,9 @@ def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
 
 def _sweep_record(argv: list[str]) -> Path | None:
     """``<sweep dir>/multirun.yaml`` when ``argv`` resumes a sweep that has one."""
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    args = get_args_parser().parse_args(argv[1:])
+    args = compat.hydra_args_parser().parse_args(argv[1:])
     if not args.multirun:
         return None
     overrides = OverridesParser.create().parse_overrides(args.overrides)

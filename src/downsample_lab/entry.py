@@ -4,14 +4,12 @@ skip a finished job of a resumed sweep, and list a sweep's failed jobs at its en
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import re
 import shlex
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from downsample_lab import runs
 from downsample_lab.config import planned_jobs
 from downsample_lab.errors import UserError, exit_with_error
 
@@ -35,21 +34,13 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-@rank_zero_only
-def write_status(directory: Path, status: str, **info: Any) -> None:
-    """``<run dir>/status.json``: running, completed (with the final metrics) or failed (with the reason)."""
-    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
-    tmp = directory / "status.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(directory / "status.json")
+# Only rank 0 of a DDP run writes the run's record.
+write_status = rank_zero_only(runs.write_status)
 
 
 def read_status(directory: Path) -> dict[str, Any]:
     """The run's ``status.json`` as a dict; empty when there is none (or it cannot be read)."""
-    try:
-        return json.loads((directory / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return runs.read_status(directory)[0] or {}
 
 
 class JobError(UserError, CompactHydraException):

@@ -32,24 +32,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from downsample_lab import runs
 from downsample_lab.errors import UserError, exit_with_error
 
-# Config keys that never define an arm: where files live and how a run reports progress. A run that differs
-# from another only in these is the same experiment. `seed` is here because seeds are an arm's replicates.
-# `ckpt_path`, `resume` and `checkpoint.every_n_steps` say how a run was resumed, not what it trains.
-IGNORED_KEYS = frozenset(
-    {
-        "seed",
-        "data.root",
-        "data.cache_dir",
-        "data.download",
-        "trainer.enable_progress_bar",
-        "trainer.log_every_n_steps",
-        "ckpt_path",
-        "resume",
-        "checkpoint.every_n_steps",
-    }
-)
+# Config keys that never define an arm: the bookkeeping keys (where files live, how a run reports progress, how
+# it was resumed), and `seed`, because seeds are an arm's replicates.
+IGNORED_KEYS = runs.BOOKKEEPING_KEYS | {"seed"}
 
 # The arm every other arm is tested against: the one with this value of this key (else the first arm).
 BASELINE_KEY = "model.downsample"
@@ -168,17 +156,6 @@ def _display(value: Any) -> str:
     return "null" if value is None else str(value)
 
 
-def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    # trainer.flatten does the same for log_hparams, but importing trainer.py loads torch and Lightning (5 s).
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     """``.hydra/config.yaml`` flattened, or {} when it is absent or unreadable."""
     from omegaconf import OmegaConf  # only needed here; Hydra saved the file, OmegaConf reads it back
@@ -187,7 +164,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not file.is_file():
         return {}
     try:
-        return _flatten(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
+        return runs.flatten(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
     except Exception:
         return {}
 
@@ -255,23 +232,12 @@ def _mean_throughput(scalars: pd.DataFrame) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def _read_status(path: Path) -> tuple[dict[str, Any] | None, str]:
-    file = path / "status.json"
-    if not file.is_file():
-        return None, ""
-    try:
-        record = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        return None, f"status.json unreadable ({err})"
-    return (record, "") if isinstance(record, dict) else (None, "status.json is not a JSON object")
-
-
 def load_run(path: Path) -> Run:
     """Read one run directory: status.json, ``.hydra/config.yaml`` and the event files under ``tb/``.
 
     Never raises for a broken run: an unreadable file makes the run ``incomplete`` with the reason.
     """
-    record, status_problem = _read_status(path)
+    record, status_problem = runs.read_status(path)
     config = _read_config(path)
     scalars, tb_hparams, tb_problem = pd.DataFrame(columns=["step", "tag", "value"]), {}, ""
     if (path / "tb").is_dir():
@@ -675,6 +641,16 @@ def _figure(n_labels: int) -> Any:
     return fig
 
 
+def _finish(fig: Any, ax: Any, path: Path, ylabel: str, title: str) -> Any:
+    """The y label, title, grid and legend every plot has; saved to ``path``."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _legend(fig, ax)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
 def _legend(fig: Any, ax: Any) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -705,12 +681,9 @@ def plot_val_curves(arms: Sequence[Arm], path: Path) -> Any:
     epochs = [e for arm in arms for r in arm.runs for e in r.val_curve]
     if epochs and max(epochs) - min(epochs) < 2:
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("Validation accuracy: mean over seeds, band = min–max")
-    ax.grid(alpha=0.3)
-    _legend(fig, ax)
-    fig.savefig(path, dpi=120)
-    return fig
+    return _finish(
+        fig, ax, path, "validation accuracy (%)", "Validation accuracy: mean over seeds, band = min–max"
+    )
 
 
 def plot_acc_vs_throughput(results: pd.DataFrame, path: Path, warmup_excluded: bool | None = True) -> Any:
@@ -736,12 +709,9 @@ def plot_acc_vs_throughput(results: pd.DataFrame, path: Path, warmup_excluded: b
     note = {True: "first epoch excluded", False: "one epoch, warm-up included",
             None: "first epoch excluded where a run had more"}[warmup_excluded]  # fmt: skip
     ax.set_xlabel(f"training images/s ({note})")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy against training throughput (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    _legend(fig, ax)
-    fig.savefig(path, dpi=120)
-    return fig
+    return _finish(
+        fig, ax, path, "test accuracy (%)", "Accuracy against training throughput (mean ± std over seeds)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

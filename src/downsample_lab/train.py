@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from downsample_lab import cli
+from downsample_lab import cli, runs
 from downsample_lab.callbacks import (
     EpochSummary,
     EpochThroughput,
@@ -35,7 +35,7 @@ from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import restart_command, run_dir, run_task
 from downsample_lab.errors import ConfigError, UserError
 from downsample_lab.models import describe_model
-from downsample_lab.trainer import build_trainer, distributed_job, flatten, log_hparams, tensorboard_logger
+from downsample_lab.trainer import build_trainer, distributed_job, log_hparams, tensorboard_logger
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,6 @@ def run_name(cfg: DictConfig) -> str:
     if m.name != "cnn":
         return f"{m.name}_w{widths}_seed{cfg.seed}"
     return f"{m.downsample}_k{m.kernel_size}_w{widths}_seed{cfg.seed}"
-
-
-# Keys a resumed run may set differently from the run it continues: where files are, and what is shown.
-RESUME_MAY_CHANGE = (
-    "resume", "ckpt_path", "data.root", "data.cache_dir", "data.download", "trainer.enable_progress_bar",
-    "trainer.log_every_n_steps", "checkpoint.every_n_steps",
-)  # fmt: skip
 
 
 def resume_point(cfg: DictConfig, out: Path) -> tuple[Path, int] | None:
@@ -110,18 +103,18 @@ def _check_same_run(cfg: DictConfig, saved: dict[str, Any] | None, path: Path) -
     if saved is None:
         log.warning("Checkpoint %s records no run config (written by an older version): not compared.", path)
         return
-    now, then = flatten(OmegaConf.to_container(cfg, resolve=True)), flatten(saved)
+    now, then = runs.flatten_text(OmegaConf.to_container(cfg, resolve=True)), runs.flatten_text(saved)
     differ = [
         k
         for k in sorted(now.keys() | then.keys())
-        if k not in RESUME_MAY_CHANGE and now.get(k) != then.get(k)
+        if k not in runs.BOOKKEEPING_KEYS and now.get(k) != then.get(k)
     ]
     if differ:
         keys = "; ".join(f"{k}={now.get(k)} here but {then.get(k)} in the run" for k in differ)
         raise ConfigError(
             f"cannot resume from checkpoint {path}: {len(differ)} key(s) differ from the run that wrote it: "
             f"{keys}; drop those overrides (resume=true hydra.run.dir=<run> alone takes the run's own), only "
-            f"{', '.join(k for k in RESUME_MAY_CHANGE if k not in ('resume', 'ckpt_path'))} may change"
+            f"{', '.join(sorted(runs.BOOKKEEPING_KEYS - {'resume', 'ckpt_path'}))} may change"
         )
 
 

@@ -19,7 +19,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies.launchers import subprocess_script
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -40,6 +39,7 @@ from tensorboard.plugins.hparams.metadata import (
 )
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 
+from downsample_lab import compat, runs
 from downsample_lab.callbacks import ProgressBar
 from downsample_lab.config import TrainConfig, check_accelerator, runs_on_cuda, sweep_overrides
 from downsample_lab.console import quiet_libraries
@@ -79,7 +79,7 @@ def resolve_precision(trainer_cfg: DictConfig) -> tuple[str, str]:
         return "16-mixed", "auto: the GPU lacks bfloat16"
     # On CPUs with native bf16 (AVX512-BF16 or AMX) autocast roughly doubles the speed of a conv step; on
     # others it emulates bf16 and is slower than float32.
-    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+    if any(compat.cpu_bf16_features().values()):
         return "bf16-mixed", "auto: the CPU has native bfloat16 (AVX512-BF16/AMX)"
     return "32-true", "auto: the CPU has no native bfloat16"
 
@@ -134,7 +134,7 @@ def build_trainer(
 ) -> L.Trainer:
     """A ``lightning.Trainer`` from the ``trainer`` config group; every key of the group is a Trainer argument."""
     if HydraConfig.initialized():
-        subprocess_script._hydra_subprocess_cmd = _hydra_job_command
+        compat.install_hydra_subprocess_cmd(_hydra_job_command)
     check_accelerator(trainer_cfg)
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
@@ -166,20 +166,6 @@ def describe_device(trainer_cfg: DictConfig) -> str:
     if trainer_cfg.accelerator == "auto":
         return "cpu (auto: no CUDA GPU found)"
     return f"{trainer_cfg.accelerator} ({how})"
-
-
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"widths": [8, 16]}}`` → ``{"model.widths": "[8, 16]"}``: scalars TensorBoard can show."""
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        else:
-            flat[name] = json.dumps(value)  # lists and null, as the config would write them
-    return flat
 
 
 class StudyTensorBoardLogger(TensorBoardLogger):
@@ -252,7 +238,7 @@ def hparam_values(cfg: Mapping[str, Any], kinds: Mapping[str, str]) -> tuple[dic
     """
     values: dict[str, Any] = {}
     key_kinds: dict[str, str] = {}
-    for key, value in _flatten_raw(cfg).items():
+    for key, value in runs.flatten(cfg).items():
         kind = kinds.get(key) or (_kind_of(value) if value is not None else "string")
         key_kinds[key] = kind
         if value is None and kind != "string":
@@ -263,16 +249,6 @@ def hparam_values(cfg: Mapping[str, Any], kinds: Mapping[str, str]) -> tuple[dic
             value = float(value) if isinstance(value, float) else int(value)
         values[key] = value
     return values, key_kinds
-
-
-def _flatten_raw(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten_raw(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def swept_keys(flat_keys: Iterable[str]) -> set[str]:
@@ -405,6 +381,6 @@ def log_hparams(
     metrics = hparam_metrics(cfg) if metrics is None else tuple(metrics)
     run_dir = Path(logger.save_dir)
     summaries = hparams_summaries(values, kinds, metrics, differs, trial_name(values, differs, run_dir))
-    writer = logger.experiment._get_file_writer()  # as Lightning does for its own hparams
+    writer = compat.tensorboard_file_writer(logger)
     for summary in summaries:
         writer.add_summary(summary)
