@@ -107,7 +107,7 @@ def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_raw_loop_takes_each_schedule_from_the_classifier(tmp_path, schedule):
-    """``configure_optimizers`` runs against the raw loop's stand-in trainer for every schedule."""
+    """The raw loop builds the optimiser and every schedule itself (``optim.build_optimizer``), no trainer needed."""
     overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", f"optim.schedule={schedule}"]
     cfg = validate_bench(compose_config("bench", overrides))
     dm = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
@@ -143,3 +143,20 @@ def test_bad_override_from_the_command_line_exits_2(tmp_path):
     assert result.returncode == 2
     assert "error: bench.strategies=['strided'] is not valid" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_raw_loop_builds_the_airbench_recipe_without_a_trainer(tmp_path):
+    """optim=airbench (decoupled groups need the batch size; optim.train_epochs) in the raw loop and in the
+    Lightning path's configure_optimizers: the same groups, learning rates and decays."""
+    overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", "optim=airbench"]
+    cfg = validate_bench(compose_config("bench", overrides))
+    dm = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    dm.setup("fit")
+    raw = RawLoop(build_classifier(cfg, "maxpool"), dm.train_set, cfg, torch.device("cpu"), "32-true", 4)
+    assert raw.run(4) == 4 * cfg.data.batch_size
+    scale = 1024 * (1 + 1 / (1 - cfg.optim.momentum))
+    groups = raw.opt.param_groups
+    assert groups[1]["initial_lr"] == pytest.approx(cfg.optim.lr / scale)
+    assert groups[0]["initial_lr"] == pytest.approx(cfg.optim.lr / scale * cfg.optim.bias_lr_scale)
+    decay = cfg.optim.weight_decay * cfg.data.batch_size / scale
+    assert [g["weight_decay"] * g["initial_lr"] for g in groups] == pytest.approx([decay, decay])

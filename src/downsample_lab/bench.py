@@ -11,7 +11,7 @@ of two paths that do the same work per step:
     ``CIFAR10DataModule``, with validation, its sanity check and checkpointing off (timing excludes evaluation).
 
 Both build the network through ``Classifier`` from the same seed (same weights, ``channels_last`` and
-``compile``), take the optimiser and schedule from its ``configure_optimizers``, and draw the same batches and
+``compile``), take the optimiser and schedule from ``optim.build_optimizer``, and draw the same batches and
 augmentation: for the same config their losses agree step for step (``tests/test_bench.py`` checks it).
 
 Timing. The two paths run interleaved, window by window, so that a machine whose load changes (other jobs on a
@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import hydra
@@ -66,6 +65,7 @@ from downsample_lab.data.cifar10 import Split, epoch_batches
 from downsample_lab.entry import run_dir, run_task
 from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES
+from downsample_lab.optim import build_optimizer
 from downsample_lab.trainer import (
     build_trainer,
     distributed_job,
@@ -260,7 +260,9 @@ def build_classifier(cfg: DictConfig, downsample: str) -> Classifier:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model["downsample"] = downsample
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    return Classifier(model=model, optim=OmegaConf.to_container(cfg.optim, resolve=True))
+    return Classifier(
+        model=model, optim=OmegaConf.to_container(cfg.optim, resolve=True), batch_size=cfg.data.batch_size
+    )
 
 
 def autocast_context(precision: str, device: torch.device) -> Callable[[], AbstractContextManager]:
@@ -283,9 +285,8 @@ def limited_batches(batches: list[torch.Tensor], limit: Any) -> list[torch.Tenso
 class RawLoop:
     """Path (a): a hand-written training loop over ``clf.net``, run a given number of steps at a time.
 
-    The optimiser and LR schedule come from ``clf.configure_optimizers``, given a stand-in for the trainer with
-    the two attributes it reads, as the Lightning path's trainer has them (``total_steps`` steps,
-    ``max_epochs=-1``). The data is ``train``
+    The optimiser and LR schedule come from :func:`downsample_lab.optim.build_optimizer`, as the Lightning
+    path's ``configure_optimizers`` builds them (``total_steps`` steps, ``max_epochs=-1``). The data is ``train``
     held where the data module holds it (``data.on_device``: on the GPU by default, in host memory on a CPU).
     The loop keeps its own global-RNG state, so the steps it draws are the same whether or not other work runs
     between its calls.
@@ -302,14 +303,9 @@ class RawLoop:
     ) -> None:
         self.device, self.cfg = device, cfg
         self.net = clf.net.to(device).train()
-        clf.trainer = SimpleNamespace(  # type: ignore[assignment]
-            estimated_stepping_batches=total_steps, max_epochs=LIGHTNING_MAX_EPOCHS
+        self.opt, self.sched = build_optimizer(
+            self.net, clf.hparams.optim, total_steps, LIGHTNING_MAX_EPOCHS, cfg.data.batch_size
         )
-        try:
-            opt_cfg = clf.configure_optimizers()
-        finally:
-            clf.trainer = None
-        self.opt, self.sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
         on_device = cfg.data.on_device if cfg.data.on_device is not None else device.type == "cuda"
         self.data_device = device if on_device else torch.device("cpu")
         self.images, self.labels = train.images.to(self.data_device), train.labels.to(self.data_device)

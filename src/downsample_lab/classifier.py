@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
@@ -18,12 +17,8 @@ from downsample_lab.data.augment import normalize
 from downsample_lab.models import build_model
 from downsample_lab.models.fast import WHITEN_IMAGES
 from downsample_lab.models.summary import count_params, forward_flops
+from downsample_lab.optim import build_optimizer
 from downsample_lab.tta import tta_logits
-
-# airbench's decoupled hyperparameters are "per 1024 examples"
-KILO = 1024
-# airbench's triangular schedule: lr factor 0.2 at step 0, 1 at the end of the warm-up, 0 at the last step
-TRIANGLE_START = 0.2
 
 
 class Classifier(L.LightningModule):
@@ -201,84 +196,10 @@ class Classifier(L.LightningModule):
             self.log("test/consistency", self.test_consistency, on_step=False, on_epoch=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD (Nesterov) or AdamW, and the lr schedule over :meth:`total_steps` steps.
-
-        Weight decay on conv and linear weights only, not on BatchNorm or biases; with ``optim.decoupled``,
-        airbench's parameter groups instead (:meth:`_decoupled_groups`).
-        """
+        """The optimiser and lr schedule of the ``optim`` group over :meth:`total_steps` steps
+        (:func:`downsample_lab.optim.build_optimizer`)."""
         cfg = self.hparams.optim
-        if cfg.get("decoupled"):
-            groups = self._decoupled_groups()
-        else:
-            decay = [p for p in self.net.parameters() if p.ndim > 1]
-            no_decay = [p for p in self.net.parameters() if p.ndim <= 1]
-            groups = [
-                {"params": decay, "weight_decay": cfg["weight_decay"], "lr": cfg["lr"]},
-                {"params": no_decay, "weight_decay": 0.0, "lr": cfg["lr"]},
-            ]
-        if cfg["name"] == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
-        else:
-            opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
         total = self.total_steps()
         self._total_steps = total if cfg.get("train_epochs") is not None else None
-        warmup = max(1, int(cfg["warmup"] * total))
-        if cfg["schedule"] == "onecycle":
-            # Linear up to lr over the warm-up, linear down to ~0; momentum left as configured.
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=min(max(cfg["warmup"], 1e-3), 0.999),
-                anneal_strategy="linear", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
-            )  # fmt: skip
-        elif cfg["schedule"] == "cosine":
-
-            def lr_lambda(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        elif cfg["schedule"] == "step":
-            # The paper recipes' "divide by 10 at epochs ...", in optimiser steps.
-            per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-            milestones = [m * per_epoch for m in cfg["milestones"]]
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["gamma"])
-        elif cfg["schedule"] == "triangular":
-            # airbench94: np.interp over steps [0, warmup·T, T] of the factors [0.2, 1, 0]
-            peak = int(cfg["warmup"] * total)
-
-            def lr_lambda(step: int) -> float:
-                return float(np.interp(step, [0, peak, total], [TRIANGLE_START, 1.0, 0.0]))
-
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        else:
-            sched = torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+        opt, sched = build_optimizer(self.net, cfg, total, self.trainer.max_epochs, self.hparams.batch_size)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def _decoupled_groups(self) -> list[dict[str, Any]]:
-        """airbench94's parametrisation: ``optim.lr`` and ``optim.weight_decay`` are per 1024 examples.
-
-        With Nesterov momentum m, constant gradients make the step 1 + 1/(1-m) times the lr; dividing by
-        1024·(1 + 1/(1-m)) makes the step size independent of the momentum, and the decay (``lr × weight_decay``
-        in PyTorch's SGD) independent of the lr: every trainable parameter decays by weight_decay × batch /
-        (1024·(1 + 1/(1-m))) per step (times the schedule's factor). BatchNorm biases get ``optim.bias_lr_scale``
-        × the lr, with the same decay. Frozen parameters (the whitening filters, BatchNorm weights) are left out.
-        """
-        cfg = self.hparams.optim
-        if self.hparams.batch_size is None:
-            raise ValueError("optim.decoupled needs the batch size: build the Classifier with batch_size=")
-        scale = KILO * (1 + 1 / (1 - cfg["momentum"]))
-        lr = cfg["lr"] / scale
-        decay = cfg["weight_decay"] * self.hparams.batch_size / scale
-        bn_biases = {
-            id(m.bias)
-            for m in self.net.modules()
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None
-        }
-        trainable = [p for p in self.net.parameters() if p.requires_grad]
-        biases = [p for p in trainable if id(p) in bn_biases]
-        others = [p for p in trainable if id(p) not in bn_biases]
-        bias_lr = lr * cfg["bias_lr_scale"]
-        return [
-            {"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
-            {"params": others, "lr": lr, "weight_decay": decay / lr},
-        ]
