@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.io import write_jpeg, write_png
 
-from downsample_lab.config import config_dir
+from downsample_lab.config import DataConfig, ModelConfig, config_dir, validate
 from downsample_lab.data import CIFAR10_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +54,19 @@ def compose_config(
     with open_dict(cfg):
         del cfg.hydra
     return cfg
+
+
+def data_config(cache_dir: Path, *overrides: str) -> DataConfig:
+    """The ``data`` group of the real config (configs/data/cifar10.yaml) on synthetic images cached in
+    ``cache_dir``, with ``overrides`` of its keys (``"val_size=0"``): the object the DataModule takes."""
+    keys = ["source=synthetic", f"cache_dir={cache_dir}", *overrides]
+    cfg = validate(compose_config("train", [f"data.{k}" for k in keys]))
+    return OmegaConf.to_object(cfg.data)
+
+
+def model_config(*overrides: str) -> ModelConfig:
+    """The ``model`` group of the real config, with overrides of the config (``"model.widths=[8,16]"``)."""
+    return OmegaConf.to_object(validate(compose_config("train", list(overrides))).model)
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ import os
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from downsample_lab import compat
 from downsample_lab.bench import Plan, RawLoop, build_classifier, run_lightning, validate_bench
-from downsample_lab.config import SCHEDULES
+from downsample_lab.config import Schedule
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.errors import ConfigError
 
@@ -83,7 +84,9 @@ def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
     ]
     cfg = validate_bench(compose_config("bench", overrides, run_dir=tmp_path / "run"))
     plan = Plan(warmup_steps=1, window_steps=3, windows=4)
-    dm = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    dm = CIFAR10DataModule(
+        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
+    )
     dm.prepare_data()
     dm.setup("fit")
     raw_clf = build_classifier(cfg, "conv")
@@ -105,12 +108,14 @@ def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
     assert raw_result.losses == pytest.approx(lit.losses, rel=1e-4)
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("schedule", list(Schedule.__members__))
 def test_raw_loop_takes_each_schedule_from_the_classifier(tmp_path, schedule):
     """The raw loop builds the optimiser and every schedule itself (``optim.build_optimizer``), no trainer needed."""
     overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", f"optim.schedule={schedule}"]
     cfg = validate_bench(compose_config("bench", overrides))
-    dm = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    dm = CIFAR10DataModule(
+        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
+    )
     dm.setup("fit")
     raw = RawLoop(build_classifier(cfg, "maxpool"), dm.train_set, cfg, torch.device("cpu"), "32-true", 4)
     assert raw.run(4) == 4 * cfg.data.batch_size
@@ -122,7 +127,8 @@ def test_raw_loop_takes_each_schedule_from_the_classifier(tmp_path, schedule):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["bench.strategies=[maxpool,strided]"], r"bench.strategies=\['maxpool', 'strided'\] is not valid; list one or more of maxpool, conv"),
+        (["bench.strategies=[maxpool,strided]"], r"bench.strategies\[1\]='strided' is not valid; choose one of maxpool, conv"),
+        (["bench.strategies=[]"], r"bench.strategies=\[\] is not valid; list one or more of maxpool, conv"),
         (["bench.windows=0"], r"bench.windows=0 is not valid; use an integer >= 1"),
         (["bench.warmup_steps=0"], r"bench.warmup_steps=0 is not valid; use an integer >= 1"),
         (["trainer.devices=2"], r"trainer.devices=2 trainer.num_nodes=1 is not valid for the bench"),
@@ -141,7 +147,7 @@ def test_bad_bench_config_is_named_in_one_sentence(overrides, message):
 def test_bad_override_from_the_command_line_exits_2(tmp_path):
     result = run_cli("bench", "bench.strategies=[strided]", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
-    assert "error: bench.strategies=['strided'] is not valid" in result.stderr
+    assert "error: bench.strategies[0]='strided' is not valid; choose one of maxpool" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -150,7 +156,9 @@ def test_raw_loop_builds_the_airbench_recipe_without_a_trainer(tmp_path):
     Lightning path's configure_optimizers: the same groups, learning rates and decays."""
     overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", "optim=airbench"]
     cfg = validate_bench(compose_config("bench", overrides))
-    dm = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    dm = CIFAR10DataModule(
+        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
+    )
     dm.setup("fit")
     raw = RawLoop(build_classifier(cfg, "maxpool"), dm.train_set, cfg, torch.device("cpu"), "32-true", 4)
     assert raw.run(4) == 4 * cfg.data.batch_size

@@ -173,7 +173,7 @@ def test_die_with_parent_does_nothing_outside_a_ddp_worker(monkeypatch):
 
 
 def test_records_subdir_is_kept_for_a_resumed_run(tmp_path):
-    from downsample_lab.config import records_subdir
+    from downsample_lab.resolvers import records_subdir
 
     assert records_subdir(str(tmp_path), True) == ".hydra"  # nothing to keep yet
     (tmp_path / ".hydra").mkdir()

@@ -8,19 +8,18 @@ import pytest
 import torch
 
 from downsample_lab.data import CIFAR10DataModule, load_split
-from downsample_lab.data import cifar10 as cifar10_module
+from downsample_lab.data import sources as sources_module
 from downsample_lab.data.augment import CIFAR10_MEAN, normalize, random_crop_flip
 from downsample_lab.data.cifar10 import TensorBatches, class_balanced_subset
 from downsample_lab.errors import ConfigError, DataError
 
-from .conftest import make_image_folder
+from .conftest import data_config, make_image_folder
 
 
 def test_synthetic_data_module_serves_normalised_batches(tmp_path):
-    dm = CIFAR10DataModule(
-        source="synthetic", cache_dir=str(tmp_path), batch_size=32, eval_batch_size=50, val_size=40,
-        synthetic_train_size=200, synthetic_test_size=60,
-    )  # fmt: skip
+    data = data_config(tmp_path, "batch_size=32", "eval_batch_size=50", "val_size=40",
+                       "synthetic_train_size=200", "synthetic_test_size=60")  # fmt: skip
+    dm = CIFAR10DataModule(data, channels_last=True, seed=0)
     dm.prepare_data()
     dm.setup("fit")
     dm.setup("test")
@@ -37,8 +36,9 @@ def test_synthetic_data_module_serves_normalised_batches(tmp_path):
 
 def test_validation_split_is_seeded_and_disjoint(tmp_path):
     def split(seed):
-        dm = CIFAR10DataModule(source="synthetic", cache_dir=str(tmp_path), val_size=50, split_seed=seed,
-                               synthetic_train_size=300, synthetic_test_size=20)  # fmt: skip
+        data = data_config(tmp_path, "val_size=50", f"split_seed={seed}", "synthetic_train_size=300",
+                           "synthetic_test_size=20")  # fmt: skip
+        dm = CIFAR10DataModule(data, channels_last=True, seed=0)
         dm.setup("fit")
         return dm
 
@@ -50,8 +50,8 @@ def test_validation_split_is_seeded_and_disjoint(tmp_path):
 
 
 def test_val_size_zero_validates_on_the_test_set(tmp_path):
-    dm = CIFAR10DataModule(source="synthetic", cache_dir=str(tmp_path), val_size=0,
-                           synthetic_train_size=100, synthetic_test_size=30)  # fmt: skip
+    data = data_config(tmp_path, "val_size=0", "synthetic_train_size=100", "synthetic_test_size=30")
+    dm = CIFAR10DataModule(data, channels_last=True, seed=0)
     dm.setup("fit")
     assert len(dm.train_set) == 100 and dm.val_set is dm.test_set and len(dm.val_set) == 30
 
@@ -65,8 +65,9 @@ def test_train_subset_is_class_balanced():
 
 
 def test_train_subset_larger_than_the_split_is_a_config_error(tmp_path):
-    dm = CIFAR10DataModule(source="synthetic", cache_dir=str(tmp_path), val_size=10, train_subset=500,
-                           synthetic_train_size=100, synthetic_test_size=10)  # fmt: skip
+    data = data_config(tmp_path, "val_size=10", "train_subset=500", "synthetic_train_size=100",
+                       "synthetic_test_size=10")  # fmt: skip
+    dm = CIFAR10DataModule(data, channels_last=True, seed=0)
     with pytest.raises(ConfigError, match=r"data\.train_subset=500 is larger than the 90 training images"):
         dm.setup("fit")
 
@@ -95,7 +96,7 @@ def test_second_load_comes_from_the_cache(tiny_folder, tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache is valid")
 
-    monkeypatch.setattr(cifar10_module, "_decode_files", no_decoding)
+    monkeypatch.setattr(sources_module, "_decode_files", no_decoding)
     second = load_split("folder", root, "train", cache_dir=tmp_path / "cache")
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
 

@@ -17,7 +17,7 @@ from downsample_lab.config import validate
 from downsample_lab.models import ALLCNN_VARIANTS, DOWNSAMPLE_NAMES, AllCNNC, build_model, effective_widths
 from downsample_lab.models.summary import count_params, layer_table
 
-from .conftest import REPO, TINY, compose_config
+from .conftest import REPO, TINY, compose_config, model_config
 
 
 def _sweep(experiment: str) -> dict[str, list[str]]:
@@ -62,10 +62,10 @@ def test_paper_recipe_of_the_allcnn_experiment():
 
 @pytest.mark.parametrize("widths", [[32, 64, 128], [64, 128, 256]])
 def test_match_params_brings_every_arm_within_two_percent_of_the_conv_arm(widths):
-    base = {"name": "cnn", "widths": widths, "blocks": 2, "kernel_size": 3, "dropout": 0.0}
-    target = count_params(build_model({**base, "downsample": "conv", "match_params": False}))
+    base = [f"model.widths=[{','.join(map(str, widths))}]", "model.blocks=2", "model.kernel_size=3"]
+    target = count_params(build_model(model_config(*base, "model.downsample=conv")))
     for name in DOWNSAMPLE_NAMES:
-        cfg = {**base, "downsample": name, "match_params": True}
+        cfg = model_config(*base, f"model.downsample={name}", "model.match_params=true")
         n = count_params(build_model(cfg))
         assert abs(n - target) <= 0.02 * target, (name, n, target)
         scaled = effective_widths(cfg)
@@ -78,8 +78,7 @@ def test_match_params_brings_every_arm_within_two_percent_of_the_conv_arm(widths
 
 
 def test_match_params_off_builds_the_configured_widths():
-    cfg = {"name": "cnn", "widths": [8, 16], "blocks": 1, "kernel_size": 3, "dropout": 0.0,
-           "downsample": "maxpool", "match_params": False}  # fmt: skip
+    cfg = model_config("model.widths=[8,16]", "model.blocks=1", "model.match_params=false")
     assert effective_widths(cfg) == [8, 16]
 
 

@@ -27,7 +27,7 @@ from downsample_lab.shapes import format_shapes
 from downsample_lab.train import train, uses_best_checkpoint
 from downsample_lab.tta import tta_logits
 
-from .conftest import compose_config
+from .conftest import compose_config, data_config
 
 # experiment=fast_cpu shrunk to seconds: synthetic data, widths 4-8-8, 1.5 epochs of 4 steps.
 FAST_TINY = [
@@ -140,8 +140,8 @@ def _train_views(dm: CIFAR10DataModule, epoch: int) -> torch.Tensor:
 
 
 def test_alternating_flip_flips_a_fixed_half_then_everything_every_other_epoch(tmp_path):
-    dm = CIFAR10DataModule(source="synthetic", cache_dir=str(tmp_path), val_size=0, synthetic_train_size=400,
-                           flip="alternating", translate=0, channels_last=False, seed=3)  # fmt: skip
+    data = data_config(tmp_path, "val_size=0", "synthetic_train_size=400", "flip=alternating", "translate=0")
+    dm = CIFAR10DataModule(data, channels_last=False, seed=3)
     dm.setup("fit")
     raw = normalize(load_split("synthetic", ".", "train", tmp_path, synthetic_size=400).images)
     epoch0, epoch1, epoch2 = (_train_views(dm, e) for e in range(3))
@@ -180,7 +180,7 @@ def test_tta_averages_mirrored_and_translated_views():
 
 def test_decoupled_sgd_groups_and_triangular_schedule():
     cfg = validate(compose_config("train", ["experiment=fast_cpu", "model.widths=[4,8,8]"]))
-    module = Classifier(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.optim), batch_size=1024)
+    module = Classifier(cfg.model, cfg.optim, max_shift=0, tta_level=0, batch_size=1024)
     module.trainer = SimpleNamespace(estimated_stepping_batches=500, num_training_batches=50, max_epochs=10)
     out = module.configure_optimizers()
     biases, others = out["optimizer"].param_groups
@@ -263,7 +263,7 @@ def test_tune_experiment_grids_lr_and_weight_decay_per_arm():
 
 def test_whitening_bias_trains_for_the_first_epochs_only():
     cfg = validate(compose_config("train", ["experiment=fast_cpu", "model.widths=[4,8,8]"]))
-    module = Classifier(OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.optim), batch_size=1024)
+    module = Classifier(cfg.model, cfg.optim, max_shift=0, tta_level=0, batch_size=1024)
     trains = []
     for epoch in range(5):
         module.trainer = SimpleNamespace(current_epoch=epoch)

@@ -23,8 +23,9 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-from downsample_lab.config import TrainConfig, job_dirname, planned_jobs, short_dirname
+from downsample_lab.config import TrainConfig
 from downsample_lab.entry import sweep_summary
+from downsample_lab.resolvers import job_dirname, planned_jobs, short_dirname
 from downsample_lab.train import run_name
 from downsample_lab.trainer import _schema_kinds, hparam_values, hparams_summaries, swept_keys, trial_name
 

@@ -53,15 +53,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import compat
 from downsample_lab.callbacks import EpochThroughput, synchronize
 from downsample_lab.classifier import Classifier
-from downsample_lab.config import DataConfig, ModelConfig, OptimConfig, TrainerConfig, config_dir, validate
+from downsample_lab.config import BenchConfig, Downsample, ModelConfig, config_dir, plain, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.data.augment import normalize, random_crop_flip
-from downsample_lab.data.cifar10 import Split, epoch_batches
+from downsample_lab.data.cifar10 import epoch_batches
+from downsample_lab.data.sources import Split
 from downsample_lab.entry import run_dir, run_task
 from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES
@@ -86,40 +87,16 @@ LIGHTNING_MAX_EPOCHS = -1  # no epoch limit: max_steps ends the Lightning path's
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class BenchSettings:
-    """The ``bench`` block of ``configs/bench.yaml`` (each key is described there)."""
-
-    strategies: list[str] = MISSING
-    warmup_steps: int = MISSING
-    window_steps: int = MISSING
-    windows: int = MISSING
-    threads: int | None = MISSING
-    out: str | None = MISSING
-
-
-@dataclass
-class BenchConfig:
-    """The groups a training step needs, plus the ``bench`` block (no resume, checkpoint or test keys)."""
-
-    seed: int = MISSING
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    bench: BenchSettings = field(default_factory=BenchSettings)
-
-
 def validate_bench(cfg: DictConfig) -> DictConfig:
     """Check the bench config (model, data, optim, trainer and ``bench``); return it typed or raise ConfigError."""
     cfg = validate(cfg, BenchConfig)
     b, t = cfg.bench, cfg.trainer
-    if cfg.model.get("name", "cnn") != "cnn":
+    if cfg.model.name != "cnn":
         raise ConfigError(
             f"model.name={cfg.model.name} is not valid for the bench; bench.strategies are model.downsample "
             "values of model.name=cnn"
         )
-    if not b.strategies or any(s not in DOWNSAMPLE_NAMES for s in b.strategies):
+    if not b.strategies:
         raise ConfigError(
             f"bench.strategies={list(b.strategies)} is not valid; list one or more of {', '.join(DOWNSAMPLE_NAMES)}"
         )
@@ -257,11 +234,11 @@ def peak_memory(device: torch.device, baseline: int = 0) -> int:
 
 def build_classifier(cfg: DictConfig, downsample: str) -> Classifier:
     """The project's LightningModule for ``downsample``, seeded: both paths start from the same weights and RNG."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    model["downsample"] = downsample
+    model: ModelConfig = OmegaConf.to_object(cfg.model)
+    model.downsample = Downsample(downsample)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     return Classifier(
-        model=model, optim=OmegaConf.to_container(cfg.optim, resolve=True), batch_size=cfg.data.batch_size
+        model, OmegaConf.to_object(cfg.optim), max_shift=0, tta_level=0, batch_size=cfg.data.batch_size
     )
 
 
@@ -304,7 +281,7 @@ class RawLoop:
         self.device, self.cfg = device, cfg
         self.net = clf.net.to(device).train()
         self.opt, self.sched = build_optimizer(
-            self.net, clf.hparams.optim, total_steps, LIGHTNING_MAX_EPOCHS, cfg.data.batch_size
+            self.net, clf.optim_cfg, total_steps, LIGHTNING_MAX_EPOCHS, cfg.data.batch_size
         )
         on_device = cfg.data.on_device if cfg.data.on_device is not None else device.type == "cuda"
         self.data_device = device if on_device else torch.device("cpu")
@@ -446,8 +423,10 @@ def run_lightning(
     raw one is empty without ``raw``; its peak memory is measured by the caller, over its own warm-up).
     """
     other_bytes = allocated_memory(bench_device(cfg.trainer))  # the raw loop's model and data, on a GPU
-    datamodule = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
-    trainer_cfg = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+    datamodule = CIFAR10DataModule(
+        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
+    )
+    trainer_cfg = OmegaConf.create(plain(cfg.trainer))
     trainer_cfg.max_epochs = LIGHTNING_MAX_EPOCHS
     trainer_cfg.max_steps = plan.total_steps
     trainer_cfg.limit_val_batches = 0  # no validation loop and no sanity check: timing excludes evaluation
@@ -636,7 +615,9 @@ def bench(cfg: DictConfig) -> dict[str, float]:
     log.info("Bench on %s, precision %s (%s): %d strategies x 2 paths x %d steps of batch %d.",
              device, precision, why, len(b.strategies), steps, cfg.data.batch_size)  # fmt: skip
 
-    datamodule = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    datamodule = CIFAR10DataModule(
+        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     assert datamodule.train_set is not None
@@ -663,7 +644,7 @@ def bench(cfg: DictConfig) -> dict[str, float]:
         "memory_kind": label,
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "results": results,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": plain(cfg),
     }
     path = Path(b.out).expanduser() if b.out else out / "bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from downsample_lab import compat
+from downsample_lab.config import ModelConfig, OptimConfig, plain, typed
 from downsample_lab.consistency import shift_agreement
 from downsample_lab.data.augment import normalize
 from downsample_lab.models import build_model
@@ -25,8 +27,9 @@ class Classifier(L.LightningModule):
     """CIFAR-10 classifier around :class:`~downsample_lab.models.DownsampleCNN`.
 
     Args:
-        model: the ``model`` config group as a plain dict (saved in checkpoints, so ``eval`` can rebuild it).
-        optim: the ``optim`` config group as a plain dict.
+        model: the ``model`` config group (a :class:`~downsample_lab.config.ModelConfig`, or the plain dict a
+            checkpoint saved: checkpoints keep plain values, so ``eval`` rebuilds the model from them).
+        optim: the ``optim`` config group (:class:`~downsample_lab.config.OptimConfig`, or its plain dict).
         max_shift: ``eval.max_shift``, the largest shift (pixels) of the test-time shift-consistency check;
             0 turns it off.
         tta_level: ``eval.tta_level``: 0, or log ``test/acc_tta`` with test-time augmentation 1 or 2 (:mod:`tta`).
@@ -40,20 +43,24 @@ class Classifier(L.LightningModule):
 
     def __init__(
         self,
-        model: dict[str, Any],
-        optim: dict[str, Any],
-        max_shift: int = 4,
-        tta_level: int = 0,
-        batch_size: int | None = None,
+        model: ModelConfig | Mapping[str, Any],
+        optim: OptimConfig | Mapping[str, Any],
+        max_shift: int,
+        tta_level: int,
+        batch_size: int,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.net = build_model(model)
+        self.model_cfg, self.optim_cfg = typed(ModelConfig, model), typed(OptimConfig, optim)
+        self.save_hyperparameters(
+            {"model": plain(self.model_cfg), "optim": plain(self.optim_cfg), "max_shift": max_shift,
+             "tta_level": tta_level, "batch_size": batch_size}
+        )  # fmt: skip
+        self.net = build_model(self.model_cfg)
         self.n_params = count_params(self.net)
         self.flops_per_image = forward_flops(self.net)
-        if model["channels_last"]:
+        if self.model_cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if model["compile"]:
+        if self.model_cfg.compile:
             self.net.compile()  # in place: state_dict keys stay those of the plain model
         # No argument checks and no NaN checks inside the metrics: torchmetrics' checks read values on the host
         # (``unique`` of the targets, ``isnan(...).any()``), a GPU sync on every step. The inputs are ours.
@@ -93,7 +100,7 @@ class Classifier(L.LightningModule):
         logits = self(images)
         self.metrics[f"{stage}_acc"].update(logits.detach(), labels)
         if stage == "train":
-            return F.cross_entropy(logits, labels, label_smoothing=self.hparams.optim["label_smoothing"])
+            return F.cross_entropy(logits, labels, label_smoothing=self.optim_cfg.label_smoothing)
         losses = F.cross_entropy(logits, labels, reduction="none")
         self.metrics[f"{stage}_loss"].update(losses)  # per image: no weight built from len(labels)
         return losses.mean()
@@ -130,7 +137,7 @@ class Classifier(L.LightningModule):
         # from that checkpoint would carry it into the next epoch. (One resumed mid-epoch skips this hook and
         # keeps the partial counts it restored.)
         self.metrics["train_acc"].reset()
-        epochs = self.hparams.model.get("whiten_bias_epochs")
+        epochs = self.model_cfg.whiten_bias_epochs
         if epochs is not None:  # model=fast: the whitening bias trains for the first epochs only
             self.net.whiten.bias.requires_grad_(self.current_epoch < epochs)
 
@@ -139,7 +146,7 @@ class Classifier(L.LightningModule):
         if self._is_log_step():
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log_dict({"train/loss": loss, "train/lr": lr}, on_step=True, on_epoch=False)
-        if self.hparams.optim.get("loss_reduction", "mean") == "sum":
+        if self.optim_cfg.loss_reduction == "sum":
             # airbench's summed loss; the logged train/loss stays the mean. Under DDP the gradients are averaged
             # over processes, so × world size makes them the sum over the global batch.
             loss = loss * (len(batch[1]) * self.trainer.world_size)
@@ -156,7 +163,7 @@ class Classifier(L.LightningModule):
     def total_steps(self) -> int:
         """Optimiser steps of the whole run: ``optim.train_epochs`` (rounded up) or ``trainer.max_epochs`` epochs."""
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.hparams.optim.get("train_epochs")
+        epochs = self.optim_cfg.train_epochs
         if epochs is None:
             return total
         return max(1, min(total, math.ceil(epochs * self.trainer.num_training_batches)))
@@ -198,8 +205,9 @@ class Classifier(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimiser and lr schedule of the ``optim`` group over :meth:`total_steps` steps
         (:func:`downsample_lab.optim.build_optimizer`)."""
-        cfg = self.hparams.optim
         total = self.total_steps()
-        self._total_steps = total if cfg.get("train_epochs") is not None else None
-        opt, sched = build_optimizer(self.net, cfg, total, self.trainer.max_epochs, self.hparams.batch_size)
+        self._total_steps = total if self.optim_cfg.train_epochs is not None else None
+        opt, sched = build_optimizer(
+            self.net, self.optim_cfg, total, self.trainer.max_epochs, self.hparams.batch_size
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import ctypes
-import difflib
 import os
 import signal
 import sys
@@ -27,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import compat
 from downsample_lab.config import config_dir
-from downsample_lab.errors import ConfigError, UserError, exit_with_error
+from downsample_lab.errors import ConfigError, UserError, did_you_mean, exit_with_error
 
 # Set by the process that starts a run; a DDP worker it launches compares it with its parent's id.
 LAUNCHER_PID_ENV = "DOWNSAMPLE_LAB_LAUNCHER_PID"
@@ -93,11 +92,6 @@ def _schema_keys(schema: type) -> list[str]:
     return walk(OmegaConf.to_container(OmegaConf.structured(schema)), "")
 
 
-def _did_you_mean(word: str, candidates: list[str]) -> str:
-    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]}?" if match else ""
-
-
 def check_overrides(overrides: list[Any], config_name: str, schema: type) -> None:
     """Raise ConfigError for an override of a key the schema lacks, or of a config a group lacks."""
     keys = _schema_keys(schema)
@@ -115,7 +109,7 @@ def check_overrides(overrides: list[Any], config_name: str, schema: type) -> Non
             for value in values:
                 if value is not None and str(value) not in ("null", *options):
                     raise ConfigError(
-                        f"{key}={value} is not a {key} config{_did_you_mean(str(value), options)} "
+                        f"{key}={value} is not a {key} config{did_you_mean(str(value), options)} "
                         f"(configs/{key}/ has: {', '.join(options)})"
                     )
             continue
@@ -128,7 +122,7 @@ def check_overrides(overrides: list[Any], config_name: str, schema: type) -> Non
             siblings = [k for k in keys if "." in k and k.rsplit(".", 1)[0] == parent]
             has = f" (the {parent} group has: {', '.join(k.rsplit('.', 1)[1] for k in siblings)})"
             raise ConfigError(
-                f"{key} is not a config key{_did_you_mean(key, keys)}" + (has if siblings else "")
+                f"{key} is not a config key{did_you_mean(key, keys)}" + (has if siblings else "")
             )
 
 

@@ -7,159 +7,24 @@ key, a wrong type or an impossible value stops the run at once with one sentence
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
 import os
 import re
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
+from downsample_lab import resolvers  # noqa: F401  (registers the resolvers the YAML configs call)
 from downsample_lab.data import SOURCES
-from downsample_lab.errors import ConfigError
+from downsample_lab.errors import ConfigError, did_you_mean
 from downsample_lab.models import DOWNSAMPLE_NAMES, MODEL_NAMES, effective_widths
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("onecycle", "cosine", "step", "constant", "triangular")
-LOSS_REDUCTIONS = ("mean", "sum")
-FLIPS = ("random", "alternating")
-TRANSLATE_MODES = ("zeros", "reflect")
-TEST_WEIGHTS = ("auto", "best", "final")
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true")
-
-
-# Characters a directory name keeps: those Hydra's override grammar takes unquoted in a value, so that a
-# run's path can be pasted into hydra.run.dir=..., ckpt_path=... as it is (no '=', ',', '[', ']', '~', ':').
-_PASTEABLE = re.compile(r"[^A-Za-z0-9_.+-]+")
-
-
-def short_dirname(text: str, limit: int = 96) -> str:
-    """A directory name from ``text``: only characters an override takes unquoted, at most ``limit`` of them.
-
-    Every other character becomes ``-``. A longer name is cut and ends in ``_`` and a hash of the whole, so
-    names stay distinct and well within the 255-byte limit of file systems.
-    """
-    name = _PASTEABLE.sub("-", text).strip("-") or "default"
-    if len(name) <= limit:
-        return name
-    return f"{name[: limit - 9]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
-def sweep_overrides(hydra_cfg: Any) -> list[Any]:
-    """The overrides a multirun sweeps over (``a=x,y``, ``range(..)``, ``hydra.sweeper.params``), parsed.
-
-    ``hydra_cfg`` is the ``hydra`` node of the sweep's config: the one ``multirun.yaml`` holds, whose
-    ``overrides.task`` still has the command line's lists (a job's own config has its values only).
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    lines = [str(o) for o in hydra_cfg.overrides.task]
-    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
-    lines += [f"{k}={v}" for k, v in params.items()]
-    return [o for o in OverridesParser.create().parse_overrides(lines) if o.is_sweep_override()]
-
-
-def planned_jobs(hydra_cfg: Any) -> int | None:
-    """How many jobs the sweep of ``hydra_cfg`` (a ``hydra`` node) runs; None where a glob makes it unknown."""
-    n = 1
-    try:
-        for override in sweep_overrides(hydra_cfg):
-            n *= len(list(override.sweep_string_iterator()))
-    except Exception:  # glob(...) over a config group: its options are only known to Hydra's config loader
-        return None
-    return n
-
-
-def _job_value(value: str) -> str:
-    # [8,16,32] → 8-16-32, as the TensorBoard run names write widths
-    return value.strip("[]").replace(",", "-") if value.startswith("[") else value
-
-
-def job_dirname(*, _root_: DictConfig) -> str:
-    """A sweep job's directory name: its number, the values of the keys the sweep varies, and the seed.
-
-    ``3_downsample-conv_seed-1`` for ``-m model.downsample=maxpool,conv seed=0,1``. Registered as the config
-    resolver ``${job_dirname:}`` (``configs/hydra/default.yaml``). The keys that vary come from the sweep's
-    ``multirun.yaml`` (written before the first job starts); a key is named by its last part unless two
-    varying keys share it. A resumed sweep reads the same file, so its jobs find their directories again.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    hydra_cfg = _root_.hydra
-    try:
-        sweep = OmegaConf.load(Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml").hydra
-        varying = [o.key_or_group for o in sweep_overrides(sweep)]
-    except Exception:  # no multirun.yaml: name the job by all of its overrides
-        varying = None
-    own = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
-    values = {o.key_or_group: o.get_value_element_as_str() for o in own if not o.is_sweep_override()}
-    keys = [k for k in (varying if varying is not None else values) if k in values]
-    if "seed" not in keys and OmegaConf.select(_root_, "seed", default=None) is not None:
-        keys.append("seed")  # always: the seed tells replicates apart, and a sweep may keep it fixed
-        values["seed"] = str(_root_.seed)
-    short = [k.rsplit(".", 1)[-1].lstrip("+~") for k in keys]
-    parts = [
-        f"{name if short.count(name) == 1 else key}-{_job_value(values[key])}"
-        for key, name in zip(keys, short, strict=True)
-    ]
-    return short_dirname("_".join([str(hydra_cfg.job.num), *parts]))
-
-
-OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
-
-# One line per downsampling strategy, for the --help of train, shapes and bench (configs/hydra/help/).
-STRATEGY_HELP = {
-    "maxpool": "MaxPool2d(2, stride 2): no parameters",
-    "conv": "Conv2d(C, C, 2, stride 2) → BatchNorm → ReLU: learned, 4·C·C + 2·C parameters",
-    "conv3": "Conv2d(C, C, 3, stride 2, padding 1) → BatchNorm → ReLU: overlapping windows, 9·C·C + 2·C",
-    "avgpool": "AvgPool2d(2, stride 2): no parameters",
-    "blurpool": "anti-aliased max-pool (Zhang 2019): MaxPool2d(2, stride 1), 3x3 blur with stride 2",
-}
-
-
-def strategies_help() -> str:
-    """The ``${strategies:}`` resolver: every valid ``model.downsample`` with what it builds."""
-    return "\n".join(f"{name:<9} {STRATEGY_HELP.get(name, '')}".rstrip() for name in DOWNSAMPLE_NAMES)
-
-
-OmegaConf.register_new_resolver("strategies", strategies_help, replace=True)
-
-
-def runs_on_cuda(accelerator: str) -> bool:
-    """Whether ``trainer.accelerator`` trains on a CUDA GPU (``auto``: when one is present)."""
-    import torch
-
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-
-
-def if_gpu(accelerator: str, on_gpu: Any, on_cpu: Any) -> Any:
-    """``${if_gpu:${trainer.accelerator},A,B}``: ``A`` for a run on a CUDA GPU, else ``B``.
-
-    A default that follows the device: a GPU needs a larger batch than a CPU to be busy (see the README's table).
-    """
-    return on_gpu if runs_on_cuda(accelerator) else on_cpu
-
-
-OmegaConf.register_new_resolver("if_gpu", if_gpu, replace=True)
-
-
-def records_subdir(output_dir: str, resume: Any) -> str | None:
-    """``hydra.output_subdir``: ``.hydra``, or None (Hydra writes nothing) for a resumed run that has its records.
-
-    Hydra writes ``.hydra/config.yaml`` and ``overrides.yaml`` at every job start; a resume (even a refused or
-    a no-op one) must keep the command the run was started with. Registered as ``${records_subdir:...}``.
-    """
-    if resume is True and (Path(output_dir) / ".hydra" / "config.yaml").is_file():
-        return None
-    return ".hydra"
-
-
-OmegaConf.register_new_resolver("records_subdir", records_subdir, replace=True)
 
 
 def config_dir() -> Path:
@@ -168,15 +33,45 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "configs"
 
 
+class Choice(str, Enum):
+    """The type of a key whose value is one of a fixed set of names; a config holds the member, which compares
+    equal to its name and prints as it (``cfg.model.downsample == "conv"``, ``f"{...}"``)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+def _choices(name: str, values: Iterable[str]) -> Any:
+    return Choice(name, [(v, v) for v in values], module=__name__, qualname=name)
+
+
+ModelName = _choices("ModelName", MODEL_NAMES)
+Downsample = _choices("Downsample", DOWNSAMPLE_NAMES)
+Source = _choices("Source", SOURCES)
+Flip = _choices("Flip", ("random", "alternating"))
+TranslateMode = _choices("TranslateMode", ("zeros", "reflect"))
+OptimizerName = _choices("OptimizerName", ("sgd", "adamw"))
+Schedule = _choices("Schedule", ("onecycle", "cosine", "step", "constant", "triangular"))
+LossReduction = _choices("LossReduction", ("mean", "sum"))
+Accelerator = _choices("Accelerator", ("auto", "cpu", "gpu", "cuda", "mps"))
+Strategy = _choices("Strategy", ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"))
+Precision = _choices("Precision", ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"))
+TestWeights = _choices("TestWeights", ("auto", "best", "final"))
+
+
+# The schema: the types of the keys; the YAML files give every value (MISSING: required).
 @dataclass
 class ModelConfig:
-    name: str = MISSING
+    name: ModelName = MISSING
     widths: list[int] = MISSING
     dropout: float = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
     # model.name=cnn only
-    downsample: str | None = None
+    downsample: Downsample | None = None
     kernel_size: int | None = None
     blocks: int | None = None
     match_params: bool | None = None
@@ -188,7 +83,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = MISSING
+    source: Source = MISSING
     root: str = MISSING
     cache_dir: str | None = MISSING
     download: bool = MISSING
@@ -198,9 +93,9 @@ class DataConfig:
     split_seed: int = MISSING
     train_subset: int | None = MISSING
     augment: bool = MISSING
-    flip: str = MISSING
+    flip: Flip = MISSING
     translate: int = MISSING
-    translate_mode: str = MISSING
+    translate_mode: TranslateMode = MISSING
     on_device: bool | None = MISSING
     synthetic_train_size: int = MISSING
     synthetic_test_size: int = MISSING
@@ -208,20 +103,20 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = MISSING
+    name: OptimizerName = MISSING
     lr: float = MISSING
     momentum: float = MISSING
     nesterov: bool = MISSING
     betas: list[float] = MISSING
     weight_decay: float = MISSING
     label_smoothing: float = MISSING
-    schedule: str = MISSING
+    schedule: Schedule = MISSING
     warmup: float = MISSING
     milestones: list[int] = MISSING
     gamma: float = MISSING
     decoupled: bool = MISSING
     bias_lr_scale: float = MISSING
-    loss_reduction: str = MISSING
+    loss_reduction: LossReduction = MISSING
     lookahead: bool = MISSING
     train_epochs: float | None = MISSING
 
@@ -230,11 +125,11 @@ class OptimConfig:
 class TrainerConfig:
     """Passed to ``lightning.Trainer`` as keyword arguments (``precision: auto`` is resolved first)."""
 
-    accelerator: str = MISSING
+    accelerator: Accelerator = MISSING
     devices: Any = MISSING  # an int, a list of device indices, or "auto"
     num_nodes: int = MISSING
-    strategy: str = MISSING
-    precision: str = MISSING
+    strategy: Strategy = MISSING
+    precision: Precision = MISSING
     max_epochs: int = MISSING
     deterministic: bool = MISSING
     log_every_n_steps: int = MISSING
@@ -255,7 +150,7 @@ class EvalOptions:
 @dataclass
 class TrainEvalOptions(EvalOptions):
     tta_level: int = MISSING
-    test_weights: str = MISSING
+    test_weights: TestWeights = MISSING
 
 
 @dataclass
@@ -291,6 +186,65 @@ class EvalConfig:
     eval: EvalOptions = field(default_factory=EvalOptions)
 
 
+@dataclass
+class BenchSettings:
+    """The ``bench`` block of ``configs/bench.yaml`` (each key is described there)."""
+
+    strategies: list[Downsample] = MISSING
+    warmup_steps: int = MISSING
+    window_steps: int = MISSING
+    windows: int = MISSING
+    threads: int | None = MISSING
+    out: str | None = MISSING
+
+
+@dataclass
+class BenchConfig:
+    """The groups a training step needs, plus the ``bench`` block (no resume, checkpoint or test keys)."""
+
+    seed: int = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+
+Config = TypeVar("Config")
+
+
+def typed(schema: type[Config], value: Config | Mapping[str, Any]) -> Config:
+    """``value`` as a ``schema`` object: as it is, or a mapping (a validated config node, the hyperparameters a
+    checkpoint saved) merged into the schema; raises ConfigError naming a key that does not fit."""
+    if isinstance(value, schema):
+        return value
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), value))  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        raise _schema_error(err, schema) from None
+
+
+def plain(value: Any) -> Any:
+    """A config object or node as plain dicts, lists and scalars, choices as their names: what checkpoints,
+    JSON files and TensorBoard store."""
+    node = value if OmegaConf.is_config(value) else OmegaConf.structured(value)
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+def _choice_of(schema: type, key: str) -> type[Choice] | None:
+    """The :class:`Choice` type of the dotted ``key`` (``bench.strategies[1]``) in ``schema``, if it has one."""
+    hint: Any = schema
+    for part in re.sub(r"\[\d+\]", "", key).split("."):
+        if not dataclasses.is_dataclass(hint):
+            return None
+        hint = typing.get_type_hints(hint).get(part)
+    for t in (hint, *typing.get_args(hint)):
+        for u in (t, *typing.get_args(t)):  # list[Downsample], Downsample | None
+            if isinstance(u, type) and issubclass(u, Choice):
+                return u
+    return None
+
+
 def _schema_error(err: OmegaConfBaseException, schema: type) -> ConfigError:
     key = err.full_key or "?"
     if isinstance(err, ConfigKeyError):
@@ -302,18 +256,25 @@ def _schema_error(err: OmegaConfBaseException, schema: type) -> ConfigError:
         return ConfigError(f"{key} is not a config key; {where} has: {names}")
     if isinstance(err, MissingMandatoryValue):
         return ConfigError(f"{key} has no value; set it, e.g. {key}=<value>")
+    choice = _choice_of(schema, key) if isinstance(err, ValidationError) else None
+    if choice is not None:
+        names = list(choice.__members__)
+        return ConfigError(
+            f"{key}={err.value!r} is not valid; choose one of {', '.join(names)}"
+            f"{did_you_mean(str(err.value), names)}"
+        )
     if isinstance(err, ValidationError):
         return ConfigError(f"{key}={err.value!r} has the wrong type; {str(err.msg).splitlines()[0]}")
     return ConfigError(f"{key}: {str(err.msg).splitlines()[0]}")
 
 
+def _shown(value: Any) -> str:
+    return repr(str(value) if isinstance(value, Choice) else value)
+
+
 def _check(ok: bool, key: str, value: Any, valid: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is not valid; {valid}")
-
-
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    _check(value in choices, key, value, f"choose one of {', '.join(choices)}")
+        raise ConfigError(f"{key}={_shown(value)} is not valid; {valid}")
 
 
 _CNN_ONLY = ("downsample", "kernel_size", "blocks", "match_params")
@@ -330,7 +291,6 @@ def _model_keys_owner(key: str) -> str:
 
 
 def _check_model(m: DictConfig) -> None:
-    _check_choice("model.name", m.name, MODEL_NAMES)
     own = _MODEL_KEYS.get(m.name, _ALLCNN_ONLY)
     foreign = tuple(k for k in {*_CNN_ONLY, *_ALLCNN_ONLY, *_FAST_ONLY} if k not in own)
     for key in own:
@@ -339,7 +299,7 @@ def _check_model(m: DictConfig) -> None:
     for key in sorted(foreign):
         if m[key] is not None:
             raise ConfigError(
-                f"model.{key}={m[key]!r} does not apply to model.name={m.name}; remove it (it is for "
+                f"model.{key}={_shown(m[key])} does not apply to model.name={m.name}; remove it (it is for "
                 f"{_model_keys_owner(key)})"
             )
     _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
@@ -348,7 +308,6 @@ def _check_model(m: DictConfig) -> None:
     if m.name == "fast":
         _check(len(m.widths) == 3, "model.widths", list(m.widths),
                "model.name=fast has three groups, e.g. [64,256,256]")  # fmt: skip
-        _check_choice("model.downsample", m.downsample, DOWNSAMPLE_NAMES)
         _check(m.whiten_bias_epochs >= 0, "model.whiten_bias_epochs", m.whiten_bias_epochs,
                "use 0 (never train the whitening bias) or a number of epochs")  # fmt: skip
         return
@@ -360,7 +319,6 @@ def _check_model(m: DictConfig) -> None:
             "the All-CNN models have two stages, e.g. [96,192]",
         )
         return
-    _check_choice("model.downsample", m.downsample, DOWNSAMPLE_NAMES)
     k = m.kernel_size
     _check(
         k > 0 and k % 2 == 1,
@@ -376,14 +334,11 @@ def _check_model(m: DictConfig) -> None:
 
 
 def _check_data(d: DictConfig) -> None:
-    _check_choice("data.source", d.source, SOURCES)
     for key in ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_test_size"):
         _check(d[key] > 0, f"data.{key}", d[key], "use a positive number")
     _check(
         d.val_size >= 0, "data.val_size", d.val_size, "use 0 (validate on the test set) or a positive count"
     )
-    _check_choice("data.flip", d.flip, FLIPS)
-    _check_choice("data.translate_mode", d.translate_mode, TRANSLATE_MODES)
     _check(0 <= d.translate <= 8, "data.translate", d.translate, "use a shift in pixels from 0 to 8")
     _check(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
            "use null (all training images) or a positive count")  # fmt: skip
@@ -395,8 +350,6 @@ def _check_data(d: DictConfig) -> None:
 
 
 def _check_optim(o: DictConfig) -> None:
-    _check_choice("optim.name", o.name, OPTIMIZERS)
-    _check_choice("optim.schedule", o.schedule, SCHEDULES)
     _check(o.lr > 0, "optim.lr", o.lr, "use a positive learning rate")
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "use a value in [0, 1)")
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas),
@@ -411,7 +364,6 @@ def _check_optim(o: DictConfig) -> None:
     _check(
         not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "Nesterov needs optim.momentum > 0"
     )
-    _check_choice("optim.loss_reduction", o.loss_reduction, LOSS_REDUCTIONS)
     _check(o.bias_lr_scale > 0, "optim.bias_lr_scale", o.bias_lr_scale, "use a positive factor (1 = off)")
     _check(o.bias_lr_scale == 1 or o.decoupled, "optim.bias_lr_scale", o.bias_lr_scale,
            "a separate lr for BatchNorm biases needs optim.decoupled=true (or use 1)")  # fmt: skip
@@ -422,9 +374,6 @@ def _check_optim(o: DictConfig) -> None:
 
 
 def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
-    _check_choice("trainer.accelerator", t.accelerator, ACCELERATORS)
-    _check_choice("trainer.strategy", t.strategy, STRATEGIES)
-    _check_choice("trainer.precision", t.precision, PRECISIONS)
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "use at least 1 epoch")
     _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "use at least 1 node")
     _check(
@@ -461,42 +410,41 @@ def check_accelerator(t: DictConfig) -> None:
 def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:
     """Check ``cfg`` against ``schema`` and the value rules; return the typed config or raise ConfigError."""
     try:
-        typed = OmegaConf.merge(OmegaConf.structured(schema), cfg)
-        OmegaConf.to_container(typed, resolve=True, throw_on_missing=True)
+        node = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise _schema_error(err, schema) from None
-    if "model" in typed:
-        _check_model(typed.model)
-    if "optim" in typed:
-        _check_optim(typed.optim)
-    if "input_size" in typed:
-        size = list(typed.input_size)
+    if "model" in node:
+        _check_model(node.model)
+    if "optim" in node:
+        _check_optim(node.optim)
+    if "input_size" in node:
+        size = list(node.input_size)
         _check(len(size) == 4 and all(n > 0 for n in size) and size[1] == 3, "input_size", size,
                "give N,C,H,W with C=3, e.g. [1,3,256,256]")  # fmt: skip
-    if "eval" in typed:
-        shift = typed.eval.max_shift
+    if "eval" in node:
+        shift = node.eval.max_shift
         _check(0 <= shift < 16, "eval.max_shift", shift, "use 0 (off) or a shift in pixels below 16")
-        if "tta_level" in typed.eval:
-            level = typed.eval.tta_level
+        if "tta_level" in node.eval:
+            level = node.eval.tta_level
             _check(
                 level in (0, 1, 2),
                 "eval.tta_level",
                 level,
                 "use 0 (off), 1 (mirror) or 2 (mirror + translate)",
             )
-            _check_choice("eval.test_weights", typed.eval.test_weights, TEST_WEIGHTS)
-    if "data" in typed:
-        _check_data(typed.data)
-    if "trainer" in typed:
-        _check_trainer(typed.trainer, typed.data.batch_size)
-    if "optim" in typed and "trainer" in typed and typed.optim.train_epochs is not None:
-        epochs = typed.optim.train_epochs
-        _check(math.ceil(epochs) <= typed.trainer.max_epochs, "optim.train_epochs", epochs,
-               f"it ends in epoch {math.ceil(epochs)}, after trainer.max_epochs={typed.trainer.max_epochs}; "
+    if "data" in node:
+        _check_data(node.data)
+    if "trainer" in node:
+        _check_trainer(node.trainer, node.data.batch_size)
+    if "optim" in node and "trainer" in node and node.optim.train_epochs is not None:
+        epochs = node.optim.train_epochs
+        _check(math.ceil(epochs) <= node.trainer.max_epochs, "optim.train_epochs", epochs,
+               f"it ends in epoch {math.ceil(epochs)}, after trainer.max_epochs={node.trainer.max_epochs}; "
                f"set trainer.max_epochs={math.ceil(epochs)}")  # fmt: skip
-    if "checkpoint" in typed:
-        _check_resume(typed)
-    return typed
+    if "checkpoint" in node:
+        _check_resume(node)
+    return node
 
 
 def _check_resume(t: DictConfig) -> None:

@@ -23,8 +23,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import runs
-from downsample_lab.config import planned_jobs
 from downsample_lab.errors import UserError, exit_with_error
+from downsample_lab.resolvers import planned_jobs
 
 log = logging.getLogger("downsample_lab")
 
@@ -183,7 +183,7 @@ def sweep_summary(sweep_dir: Path, hint: str = "", planned: int | None = None) -
     """One line for the sweep and one per job that did not complete, from the jobs' ``status.json`` files.
 
     Returns the text (empty when no job has a status) and whether every job completed. ``planned`` is the
-    number of jobs the sweep meant to run (:func:`downsample_lab.config.planned_jobs`): jobs without a
+    number of jobs the sweep meant to run (:func:`downsample_lab.resolvers.planned_jobs`): jobs without a
     directory or status never ran (the sweep was stopped before them), and the summary says how many. A job
     is named by its number and the overrides that set it apart from the other jobs of the sweep.
     """

@@ -4,6 +4,7 @@ Entry points turn a :class:`UserError` into one line on stderr and exit code 2; 
 keeps its traceback.
 """
 
+import difflib
 import sys
 from typing import NoReturn
 
@@ -18,6 +19,12 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """The data set is missing, incomplete or corrupt."""
+
+
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    """``"; did you mean <the closest candidate>?"`` for a message, or ``""`` when none is close."""
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {match[0]}?" if match else ""
 
 
 def exit_with_error(err: UserError) -> NoReturn:

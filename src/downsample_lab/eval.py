@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from downsample_lab import cli
 from downsample_lab.classifier import Classifier
-from downsample_lab.config import EvalConfig, config_dir, validate
+from downsample_lab.config import DataConfig, EvalConfig, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import run_dir, run_task
 from downsample_lab.errors import UserError
@@ -78,9 +78,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)
     model.max_shift = cfg.eval.max_shift
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = CIFAR10DataModule(
-        **cfg.data, channels_last=model.hparams.model["channels_last"], seed=cfg.seed
-    )
+    data: DataConfig = OmegaConf.to_object(cfg.data)
+    datamodule = CIFAR10DataModule(data, channels_last=model.model_cfg.channels_last, seed=cfg.seed)
     out = run_dir()
     logger = tensorboard_logger(out, f"eval,{Path(cfg.ckpt_path).stem}")
     trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=[], logger=logger)

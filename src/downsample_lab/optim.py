@@ -5,18 +5,20 @@ LightningModule (``Classifier.configure_optimizers``) and the bench's raw loop b
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from downsample_lab.config import OptimConfig
+
 KILO = 1024  # airbench's unit: lr and weight decay are given per 1024 examples
 TRIANGLE_START = 0.2  # the triangular schedule starts at this fraction of the peak lr
 
 
-def param_groups(net: nn.Module, cfg: Mapping[str, Any], batch_size: int | None) -> list[dict[str, Any]]:
+def param_groups(net: nn.Module, cfg: OptimConfig, batch_size: int | None) -> list[dict[str, Any]]:
     """The parameter groups: weight decay on conv and linear weights only, not on BatchNorm or biases; with
     ``optim.decoupled``, airbench94's parametrisation instead.
 
@@ -27,18 +29,18 @@ def param_groups(net: nn.Module, cfg: Mapping[str, Any], batch_size: int | None)
     schedule's factor). BatchNorm biases get ``optim.bias_lr_scale`` × the lr, with the same decay. Frozen
     parameters (the whitening filters, BatchNorm weights) are left out.
     """
-    if not cfg.get("decoupled"):
+    if not cfg.decoupled:
         decay = [p for p in net.parameters() if p.ndim > 1]
         no_decay = [p for p in net.parameters() if p.ndim <= 1]
         return [
-            {"params": decay, "weight_decay": cfg["weight_decay"], "lr": cfg["lr"]},
-            {"params": no_decay, "weight_decay": 0.0, "lr": cfg["lr"]},
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr},
         ]
     if batch_size is None:
         raise ValueError("optim.decoupled needs the batch size")
-    scale = KILO * (1 + 1 / (1 - cfg["momentum"]))
-    lr = cfg["lr"] / scale
-    decay = cfg["weight_decay"] * batch_size / scale
+    scale = KILO * (1 + 1 / (1 - cfg.momentum))
+    lr = cfg.lr / scale
+    decay = cfg.weight_decay * batch_size / scale
     bn_biases = {
         id(m.bias)
         for m in net.modules()
@@ -47,7 +49,7 @@ def param_groups(net: nn.Module, cfg: Mapping[str, Any], batch_size: int | None)
     trainable = [p for p in net.parameters() if p.requires_grad]
     biases = [p for p in trainable if id(p) in bn_biases]
     others = [p for p in trainable if id(p) not in bn_biases]
-    bias_lr = lr * cfg["bias_lr_scale"]
+    bias_lr = lr * cfg.bias_lr_scale
     return [
         {"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
         {"params": others, "lr": lr, "weight_decay": decay / lr},
@@ -55,7 +57,7 @@ def param_groups(net: nn.Module, cfg: Mapping[str, Any], batch_size: int | None)
 
 
 def build_optimizer(
-    net: nn.Module, cfg: Mapping[str, Any], total_steps: int, max_epochs: int, batch_size: int | None
+    net: nn.Module, cfg: OptimConfig, total_steps: int, max_epochs: int, batch_size: int | None
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """SGD (Nesterov) or AdamW over :func:`param_groups`, and the lr schedule over ``total_steps`` steps.
 
@@ -63,19 +65,19 @@ def build_optimizer(
     less: the whole run is one epoch); ``batch_size`` is the global batch (``optim.decoupled``).
     """
     groups = param_groups(net, cfg, batch_size)
-    if cfg["name"] == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"])
+    if cfg.name == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     else:
-        opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     total = max(1, total_steps)
-    warmup = max(1, int(cfg["warmup"] * total))
-    if cfg["schedule"] == "onecycle":
+    warmup = max(1, int(cfg.warmup * total))
+    if cfg.schedule == "onecycle":
         # Linear up to lr over the warm-up, linear down to ~0; momentum left as configured.
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=min(max(cfg["warmup"], 1e-3), 0.999),
+            opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=min(max(cfg.warmup, 1e-3), 0.999),
             anneal_strategy="linear", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
         )  # fmt: skip
-    elif cfg["schedule"] == "cosine":
+    elif cfg.schedule == "cosine":
 
         def lr_lambda(step: int) -> float:
             if step < warmup:
@@ -83,14 +85,14 @@ def build_optimizer(
             return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    elif cfg["schedule"] == "step":
+    elif cfg.schedule == "step":
         # The paper recipes' "divide by 10 at epochs ...", in optimiser steps.
         per_epoch = max(1, total // max(1, max_epochs))
-        milestones = [m * per_epoch for m in cfg["milestones"]]
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["gamma"])
-    elif cfg["schedule"] == "triangular":
+        milestones = [m * per_epoch for m in cfg.milestones]
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.gamma)
+    elif cfg.schedule == "triangular":
         # airbench94: np.interp over steps [0, warmup·T, T] of the factors [0.2, 1, 0]
-        peak = int(cfg["warmup"] * total)
+        peak = int(cfg.warmup * total)
 
         def lr_lambda(step: int) -> float:
             return float(np.interp(step, [0, peak, total], [TRIANGLE_START, 1.0, 0.0]))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from downsample_lab import cli
-from downsample_lab.config import ShapesConfig, config_dir, validate
+from downsample_lab.config import ModelConfig, ShapesConfig, config_dir, validate
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.models import build_model, describe_model
 from downsample_lab.models.summary import count_params, forward_flops, layer_table
@@ -29,7 +29,7 @@ BIAS_NOTE = (
 
 def format_shapes(cfg: DictConfig) -> str:
     """The table ``shapes`` prints, for a validated config."""
-    m = cfg.model
+    m: ModelConfig = OmegaConf.to_object(cfg.model)
     size = tuple(cfg.input_size)
     model = build_model(m)
     try:
@@ -61,7 +61,7 @@ def format_shapes(cfg: DictConfig) -> str:
     return "\n".join(lines)
 
 
-def _too_small(m: DictConfig, size: tuple[int, ...], err: Exception) -> str:
+def _too_small(m: ModelConfig, size: tuple[int, ...], err: Exception) -> str:
     # The smallest power-of-two square input that passes, found on the meta device (shapes only, no compute).
     with torch.device("meta"):
         model = build_model(m).eval()

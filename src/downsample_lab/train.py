@@ -30,7 +30,7 @@ from downsample_lab.callbacks import (
     StopOnNonFiniteLoss,
 )
 from downsample_lab.classifier import Classifier
-from downsample_lab.config import TrainConfig, check_accelerator, config_dir, validate
+from downsample_lab.config import TrainConfig, check_accelerator, config_dir, plain, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import restart_command, run_dir, run_task
 from downsample_lab.errors import ConfigError, UserError
@@ -103,7 +103,7 @@ def _check_same_run(cfg: DictConfig, saved: dict[str, Any] | None, path: Path) -
     if saved is None:
         log.warning("Checkpoint %s records no run config (written by an older version): not compared.", path)
         return
-    now, then = runs.flatten_text(OmegaConf.to_container(cfg, resolve=True)), runs.flatten_text(saved)
+    now, then = runs.flatten_text(plain(cfg)), runs.flatten_text(saved)
     differ = [
         k
         for k in sorted(now.keys() | then.keys())
@@ -138,16 +138,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resume = resume_point(cfg, out)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = CIFAR10DataModule(**cfg.data, channels_last=cfg.model.channels_last, seed=cfg.seed)
+    run: TrainConfig = OmegaConf.to_object(cfg)  # typed objects for the data, the model and the optimiser
+    datamodule = CIFAR10DataModule(run.data, channels_last=run.model.channels_last, seed=run.seed)
     model = Classifier(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        max_shift=cfg.eval.max_shift,
-        tta_level=cfg.eval.tta_level,
-        batch_size=cfg.data.batch_size,
-    )
+        run.model, run.optim, max_shift=run.eval.max_shift, tta_level=run.eval.tta_level,
+        batch_size=run.data.batch_size,
+    )  # fmt: skip
     log.info("Model: %s, %d parameters, %d forward FLOPs per image; channels_last=%s, compile=%s.",
-             describe_model(cfg.model), model.n_params, model.flops_per_image, cfg.model.channels_last,
+             describe_model(run.model), model.n_params, model.flops_per_image, cfg.model.channels_last,
              cfg.model.compile)  # fmt: skip
 
     checkpoint = ModelCheckpoint(
@@ -165,7 +163,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ModelCheckpoint(**last, save_on_train_epoch_end=True),
         EpochThroughput(),
         EpochSummary(),
-        RunState(OmegaConf.to_container(cfg, resolve=True)),
+        RunState(plain(cfg)),
         StopOnNonFiniteLoss(
             cfg.trainer.log_every_n_steps, cfg.checkpoint.every_n_steps, out / "checkpoints" / "last.ckpt"
         ),

@@ -41,9 +41,10 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, Sessi
 
 from downsample_lab import compat, runs
 from downsample_lab.callbacks import ProgressBar
-from downsample_lab.config import TrainConfig, check_accelerator, runs_on_cuda, sweep_overrides
+from downsample_lab.config import TrainConfig, check_accelerator, plain
 from downsample_lab.console import quiet_libraries
 from downsample_lab.models import effective_widths
+from downsample_lab.resolvers import runs_on_cuda, sweep_overrides
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def uses_cuda(trainer_cfg: DictConfig) -> bool:
 def resolve_precision(trainer_cfg: DictConfig) -> tuple[str, str]:
     """Turn ``trainer.precision=auto`` into the fastest precision the hardware runs well, and say why."""
     if trainer_cfg.precision != "auto":
-        return trainer_cfg.precision, "as configured"
+        return str(trainer_cfg.precision), "as configured"
     if uses_cuda(trainer_cfg):
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return "bf16-mixed", "auto: the GPU supports bfloat16"
@@ -136,7 +137,7 @@ def build_trainer(
     if HydraConfig.initialized():
         compat.install_hydra_subprocess_cmd(_hydra_job_command)
     check_accelerator(trainer_cfg)
-    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    kwargs = plain(trainer_cfg)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
     log.info("Device %s; precision %s (%s).", describe_device(trainer_cfg), kwargs["precision"], why)
     quiet_libraries()
@@ -370,7 +371,7 @@ def log_hparams(
     point on every accuracy curve, and type booleans as numbers; so this writes the summaries itself.
     ``precision`` is the one that ran (``trainer.precision=auto`` resolved).
     """
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = plain(cfg)
     config["trainer"]["precision"] = precision  # what ran, not "auto"
     if cfg.model.name == "cnn":  # what was built: differs from model.widths with model.match_params=true
         config["model"]["effective_widths"] = effective_widths(cfg.model)

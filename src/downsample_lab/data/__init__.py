@@ -15,8 +15,12 @@ __all__ = ["CIFAR10_CLASSES", "SOURCES", "CIFAR10DataModule", "load_split"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("CIFAR10DataModule", "load_split"):
-        from downsample_lab.data import cifar10
+    if name == "CIFAR10DataModule":
+        from downsample_lab.data.cifar10 import CIFAR10DataModule
 
-        return getattr(cifar10, name)
+        return CIFAR10DataModule
+    if name == "load_split":
+        from downsample_lab.data.sources import load_split
+
+        return load_split
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

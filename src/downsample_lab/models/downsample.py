@@ -21,25 +21,29 @@ def conv_bn_relu(c_in: int, c_out: int, kernel_size: int, stride: int = 1, paddi
 
 
 def _maxpool(channels: int) -> nn.Module:
+    """MaxPool2d(2, stride 2): no parameters"""
     return nn.MaxPool2d(kernel_size=2, stride=2)
 
 
 def _avgpool(channels: int) -> nn.Module:
+    """AvgPool2d(2, stride 2): no parameters"""
     return nn.AvgPool2d(kernel_size=2, stride=2)
 
 
 def _conv(channels: int) -> nn.Module:
-    # The learned counterpart of max-pooling: same 2x2 window, same stride, C·C·4 weights.
+    """Conv2d(C, C, 2, stride 2) → BatchNorm → ReLU: learned, 4·C·C + 2·C parameters"""
+    # The learned counterpart of max-pooling: same 2x2 window, same stride.
     return conv_bn_relu(channels, channels, kernel_size=2, stride=2)
 
 
 def _conv3(channels: int) -> nn.Module:
-    # Overlapping windows, as in ResNet's strided 3x3 convs.
+    """Conv2d(C, C, 3, stride 2, padding 1) → BatchNorm → ReLU: overlapping windows, 9·C·C + 2·C"""
+    # As in ResNet's strided 3x3 convs.
     return conv_bn_relu(channels, channels, kernel_size=3, stride=2, padding=1)
 
 
 def _blurpool(channels: int) -> nn.Module:
-    # Zhang 2019's anti-aliased max-pool: MaxPool(2, stride 1) then a 3x3 binomial blur with stride 2.
+    """anti-aliased max-pool (Zhang 2019): MaxPool2d(2, stride 1), 3x3 blur with stride 2"""
     from kornia.filters import (
         MaxBlurPool2D,  # here: importing kornia takes a second that other arms need not pay
     )
@@ -57,6 +61,11 @@ _REGISTRY: dict[str, Callable[[int], nn.Module]] = {
 
 DOWNSAMPLE_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 """Valid values of ``model.downsample``."""
+
+
+def describe_strategies() -> dict[str, str]:
+    """What each strategy builds, in a line (its factory's docstring): for ``--help``."""
+    return {name: (factory.__doc__ or "").strip() for name, factory in _REGISTRY.items()}
 
 
 def create_downsample(name: str, channels: int) -> nn.Module:

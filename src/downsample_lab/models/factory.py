@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -11,6 +10,9 @@ from torch import nn
 from downsample_lab.models.allcnn import ALLCNN_VARIANTS, AllCNNC
 from downsample_lab.models.cnn import DownsampleCNN
 from downsample_lab.models.fast import FastNet
+
+if TYPE_CHECKING:  # config.py imports this module: the schema is a type here, not an import
+    from downsample_lab.config import ModelConfig
 
 MODEL_NAMES = ("cnn", "fast", *ALLCNN_VARIANTS)
 """Valid values of ``model.name``."""
@@ -21,30 +23,30 @@ MATCH_REFERENCE = "conv"
 MATCH_TOLERANCE = 0.02
 
 
-def _cnn(model_cfg: Mapping[str, Any], widths: list[int], downsample: str | None = None) -> DownsampleCNN:
+def _cnn(model_cfg: ModelConfig, widths: list[int], downsample: str | None = None) -> DownsampleCNN:
     return DownsampleCNN(
         widths=widths,
-        blocks=int(model_cfg["blocks"]),
-        kernel_size=int(model_cfg["kernel_size"]),
-        downsample=downsample or str(model_cfg["downsample"]),
-        dropout=float(model_cfg["dropout"]),
+        blocks=model_cfg.blocks,
+        kernel_size=model_cfg.kernel_size,
+        downsample=str(downsample or model_cfg.downsample),
+        dropout=model_cfg.dropout,
     )
 
 
-def _params(model_cfg: Mapping[str, Any], widths: list[int], downsample: str | None = None) -> int:
+def _params(model_cfg: ModelConfig, widths: list[int], downsample: str | None = None) -> int:
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         return sum(p.numel() for p in _cnn(model_cfg, widths, downsample).parameters())
 
 
-def effective_widths(model_cfg: Mapping[str, Any]) -> list[int]:
+def effective_widths(model_cfg: ModelConfig) -> list[int]:
     """The stage widths the CNN is built with.
 
     ``model.widths`` as given, unless ``model.match_params`` is true: then all widths are scaled by one common
     factor so that the parameter count lands within 2% of the ``conv`` arm's at ``model.widths`` — the
     pool-based arms (no downsampling weights) are widened, ``conv3`` (9·C·C per downsampling) is narrowed.
     """
-    widths = [int(w) for w in model_cfg["widths"]]
-    if not model_cfg.get("match_params") or model_cfg["downsample"] == MATCH_REFERENCE:
+    widths = list(model_cfg.widths)
+    if not model_cfg.match_params or model_cfg.downsample == MATCH_REFERENCE:
         return widths
     target = _params(model_cfg, widths, MATCH_REFERENCE)
 
@@ -58,42 +60,32 @@ def effective_widths(model_cfg: Mapping[str, Any]) -> list[int]:
     best = min((scaled(lo), scaled(hi)), key=lambda ws: abs(_params(model_cfg, ws) - target))
     if abs(_params(model_cfg, best) - target) > MATCH_TOLERANCE * target:
         raise ValueError(
-            f"model.match_params cannot bring {model_cfg['downsample']} within 2% of {target:,} parameters "
+            f"model.match_params cannot bring {model_cfg.downsample} within 2% of {target:,} parameters "
             f"with widths near {best}; use larger model.widths"
         )
     return best
 
 
-def describe_model(model_cfg: Mapping[str, Any]) -> str:
+def describe_model(model_cfg: ModelConfig) -> str:
     """One line for logs: the architecture, and the widths it was built with when they differ from the config."""
-    if model_cfg.get("name", "cnn") == "fast":
-        return f"fast (airbench-class) with {model_cfg['downsample']} downsampling, widths={list(model_cfg['widths'])}"
-    if model_cfg.get("name", "cnn") != "cnn":
-        return f"{model_cfg['name']} widths={list(model_cfg['widths'])}"
-    text = f"cnn with {model_cfg['downsample']} downsampling, kernel {model_cfg['kernel_size']}"
-    widths = effective_widths(model_cfg)
-    if widths != list(model_cfg["widths"]):
-        way = "widened" if sum(widths) > sum(model_cfg["widths"]) else "narrowed"
-        text += (
-            f", widths {way} from {list(model_cfg['widths'])} to {widths} to match the conv arm's parameters"
-        )
+    m, widths = model_cfg, list(model_cfg.widths)
+    if m.name == "fast":
+        return f"fast (airbench-class) with {m.downsample} downsampling, widths={widths}"
+    if m.name != "cnn":
+        return f"{m.name} widths={widths}"
+    text = f"cnn with {m.downsample} downsampling, kernel {m.kernel_size}"
+    built = effective_widths(m)
+    if built != widths:
+        way = "widened" if sum(built) > sum(widths) else "narrowed"
+        text += f", widths {way} from {widths} to {built} to match the conv arm's parameters"
     return text
 
 
-def build_model(model_cfg: Mapping[str, Any]) -> nn.Module:
-    """The network of the ``model`` config group (a validated DictConfig or a plain dict)."""
-    name = model_cfg.get("name", "cnn")
-    if name == "cnn":
-        return _cnn(model_cfg, effective_widths(model_cfg))
-    if name == "fast":
-        return FastNet(
-            widths=[int(w) for w in model_cfg["widths"]],
-            downsample=str(model_cfg["downsample"]),
-            dropout=float(model_cfg["dropout"]),
-        )
-    return AllCNNC(
-        name,
-        widths=[int(w) for w in model_cfg["widths"]],
-        dropout=float(model_cfg["dropout"]),
-        batch_norm=bool(model_cfg["batch_norm"]),
-    )
+def build_model(model_cfg: ModelConfig) -> nn.Module:
+    """The network of the ``model`` config group (a :class:`~downsample_lab.config.ModelConfig`)."""
+    m = model_cfg
+    if m.name == "cnn":
+        return _cnn(m, effective_widths(m))
+    if m.name == "fast":
+        return FastNet(widths=list(m.widths), downsample=str(m.downsample), dropout=m.dropout)
+    return AllCNNC(str(m.name), widths=list(m.widths), dropout=m.dropout, batch_norm=bool(m.batch_norm))
