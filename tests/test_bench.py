@@ -10,15 +10,18 @@ import json
 import math
 import os
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from downsample_lab import compat
-from downsample_lab.bench import Plan, RawLoop, build_classifier, run_lightning, validate_bench
+from downsample_lab.bench import BENCH_PRECISIONS, build_classifier, validate_bench
 from downsample_lab.config import Schedule
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.errors import ConfigError
+from downsample_lab.interleave import Plan, run_lightning
+from downsample_lab.rawloop import RawLoop, precision_plugin
 
 from .conftest import compose_config, run_cli
 
@@ -106,6 +109,57 @@ def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
         assert len(res.losses) == plan.windows and all(math.isfinite(x) for x in res.losses)
         assert res.losses[-1] < res.losses[0], res.losses
     assert raw_result.losses == pytest.approx(lit.losses, rel=1e-4)
+
+
+def autocast_state() -> tuple[bool, torch.dtype, bool]:
+    """What autocast does to a CPU forward run now: on or off, its dtype, whether it caches casts of weights."""
+    return (
+        torch.is_autocast_enabled("cpu"),
+        torch.get_autocast_dtype("cpu"),
+        torch.is_autocast_cache_enabled(),
+    )
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_raw_loop_runs_its_forward_in_the_lightning_paths_autocast(tmp_path, precision):
+    """Each path's network forward, recorded by a hook: the same autocast state (dtype and weight-cast cache
+    included) in the raw loop as in Lightning's training step, and bf16 logits exactly under bf16-mixed."""
+    overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", f"trainer.precision={precision}"]
+    cfg = validate_bench(compose_config("bench", overrides, run_dir=tmp_path / "run"))
+    dm = CIFAR10DataModule(
+        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
+    )
+    dm.setup("fit")
+    seen: dict[str, set] = {"raw": set(), "lightning": set()}
+
+    def record(path: str, clf):
+        clf.net.register_forward_hook(
+            lambda module, args, out: seen[path].add((*autocast_state(), out.dtype))
+        )
+        return clf
+
+    plan = Plan(warmup_steps=1, window_steps=1, windows=1)
+    raw = RawLoop(record("raw", build_classifier(cfg, "maxpool")), dm.train_set, cfg, torch.device("cpu"),
+                  precision, plan.total_steps)  # fmt: skip
+    run_lightning(
+        record("lightning", build_classifier(cfg, "maxpool")), cfg, tmp_path / "run", "t", plan, raw
+    )
+
+    logits = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+    assert len(seen["raw"]) == 1 and next(iter(seen["raw"]))[-1] == logits, seen
+    assert seen["raw"] == seen["lightning"]
+
+
+@pytest.mark.parametrize("precision", BENCH_PRECISIONS)
+def test_raw_loop_takes_the_precision_plugin_a_trainer_builds(precision):
+    """The plugin class, precision, autocast device and GradScaler that ``lightning.Trainer`` itself picks
+    (16-mixed on a CPU runs as bf16-mixed in Lightning, so in the raw loop too)."""
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, barebones=True)
+    theirs, ours = trainer.precision_plugin, precision_plugin(precision, torch.device("cpu"))
+    assert type(ours) is type(theirs)
+    assert ours.precision == theirs.precision
+    assert getattr(ours, "device", None) == getattr(theirs, "device", None)
+    assert (getattr(ours, "scaler", None) is None) == (getattr(theirs, "scaler", None) is None)
 
 
 @pytest.mark.parametrize("schedule", list(Schedule.__members__))
