@@ -150,7 +150,15 @@ def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def test_tensorboard_shows_one_continuous_curve(killed_and_resumed):
     expected, got = _scalars(killed_and_resumed["full"]), _scalars(killed_and_resumed["killed"])
-    for tag in ("train/loss", "train/lr", "train/acc", "val/acc", "val/loss", "val/acc_best", "test/acc"):
+    for tag in (
+        "train/loss",
+        "train/lr/weights",
+        "train/acc",
+        "val/acc",
+        "val/loss",
+        "val/acc_best",
+        "test/acc",
+    ):
         assert [step for step, _ in got[tag]] == [step for step, _ in expected[tag]], tag  # each step once
         assert [v for _, v in got[tag]] == pytest.approx([v for _, v in expected[tag]], abs=1e-6), tag
 

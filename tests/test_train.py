@@ -16,7 +16,7 @@ from downsample_lab.train import train
 from .conftest import TINY, run_cli
 
 TAGS = {
-    "train/loss", "train/acc", "train/lr", "train/images_per_sec", "train/epoch_time",
+    "train/loss", "train/acc", "train/lr/weights", "train/lr/norms_biases", "train/images_per_sec", "train/epoch_time",
     "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc", "model/params", "model/flops_per_image",
 }  # fmt: skip
 HPARAMS = {"model.downsample", "model.kernel_size", "model.widths", "seed", "optim.lr", "data.batch_size",

@@ -36,7 +36,7 @@ class Classifier(L.LightningModule):
         batch_size: ``data.batch_size``, the global batch; needed by ``optim.decoupled`` (weight decay per 1024
             examples).
 
-    Logs ``train/loss``, ``train/acc``, ``train/lr``, ``val/loss``, ``val/acc``, ``val/acc_best``,
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
     ``test/loss``, ``test/acc``, ``test/acc_tta``, ``test/consistency``, ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
     over all processes by torchmetrics, so under DDP they cover the whole validation and test sets.
     """
@@ -143,9 +143,8 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
-        if self._is_log_step():
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            self.log_dict({"train/loss": loss, "train/lr": lr}, on_step=True, on_epoch=False)
+        if self._is_log_step():  # train/lr/<group>: Lightning's LearningRateMonitor, at the same steps
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
         if self.optim_cfg.loss_reduction == "sum":
             # airbench's summed loss; the logged train/loss stays the mean. Under DDP the gradients are averaged
             # over processes, so × world size makes them the sum over the global batch.
@@ -210,4 +209,7 @@ class Classifier(L.LightningModule):
         opt, sched = build_optimizer(
             self.net, self.optim_cfg, total, self.trainer.max_epochs, self.hparams.batch_size
         )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": "step", "name": "train/lr"},
+        }

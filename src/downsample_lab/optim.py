@@ -19,8 +19,9 @@ TRIANGLE_START = 0.2  # the triangular schedule starts at this fraction of the p
 
 
 def param_groups(net: nn.Module, cfg: OptimConfig, batch_size: int | None) -> list[dict[str, Any]]:
-    """The parameter groups: weight decay on conv and linear weights only, not on BatchNorm or biases; with
-    ``optim.decoupled``, airbench94's parametrisation instead.
+    """The parameter groups: weight decay on conv and linear weights only (``weights``), not on BatchNorm or
+    biases (``norms_biases``); with ``optim.decoupled``, airbench94's parametrisation instead (``bn_biases``,
+    ``others``). The names tag each group's lr in TensorBoard (``train/lr/<name>``).
 
     Decoupled: ``optim.lr`` and ``optim.weight_decay`` are per 1024 examples. With Nesterov momentum m, constant
     gradients make the step 1 + 1/(1-m) times the lr; dividing by 1024·(1 + 1/(1-m)) makes the step size
@@ -33,8 +34,8 @@ def param_groups(net: nn.Module, cfg: OptimConfig, batch_size: int | None) -> li
         decay = [p for p in net.parameters() if p.ndim > 1]
         no_decay = [p for p in net.parameters() if p.ndim <= 1]
         return [
-            {"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
-            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr},
+            {"name": "weights", "params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+            {"name": "norms_biases", "params": no_decay, "weight_decay": 0.0, "lr": cfg.lr},
         ]
     if batch_size is None:
         raise ValueError("optim.decoupled needs the batch size")
@@ -51,8 +52,8 @@ def param_groups(net: nn.Module, cfg: OptimConfig, batch_size: int | None) -> li
     others = [p for p in trainable if id(p) not in bn_biases]
     bias_lr = lr * cfg.bias_lr_scale
     return [
-        {"params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
-        {"params": others, "lr": lr, "weight_decay": decay / lr},
+        {"name": "bn_biases", "params": biases, "lr": bias_lr, "weight_decay": decay / bias_lr},
+        {"name": "others", "params": others, "lr": lr, "weight_decay": decay / lr},
     ]
 
 

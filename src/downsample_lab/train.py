@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import cli, runs
@@ -168,6 +168,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             cfg.trainer.log_every_n_steps, cfg.checkpoint.every_n_steps, out / "checkpoints" / "last.ckpt"
         ),
     ]
+    callbacks.append(LearningRateMonitor(logging_interval="step"))  # train/lr/<param group>, at logging steps
     if cfg.optim.lookahead:
         callbacks.append(Lookahead())
     if cfg.checkpoint.every_n_steps is not None:
