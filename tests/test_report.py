@@ -379,7 +379,10 @@ def test_cli_writes_the_report_and_prints_where(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"Report: {out / 'report.md'}" in result.stdout
     assert "7 completed, 1 failed, 1 running training runs" in result.stdout
-    conv_line = next(line for line in result.stdout.splitlines() if line.startswith("model.downsample=conv"))
+    # DataFrame.to_string right-aligns the cells
+    conv_line = next(
+        line for line in result.stdout.splitlines() if line.lstrip().startswith("model.downsample=conv")
+    )
     assert "84.33 ±" in conv_line
     assert (out / "report.md").is_file()
 
@@ -476,7 +479,7 @@ def test_axes_of_a_one_epoch_sweep(tmp_path, base_cfg):
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticks() if low <= t <= high]
     assert ticks == [1.0]  # one whole epoch, no 0.96, 0.98, ...
-    fig = report.plot_acc_vs_throughput(rep.results, tmp_path / "t.png", report._warmup_excluded(rep.arms))
+    fig = report.plot_acc_vs_throughput(rep.results, tmp_path / "t.png", report.warmup_excluded(rep.arms))
     assert "first epoch excluded" not in fig.axes[0].get_xlabel()
     assert rep.arms[0].runs[0].val_curve == {1: pytest.approx(0.4)}
 
@@ -486,4 +489,4 @@ def test_val_curve_without_lightnings_epoch_scalar():
         {"tag": ["train/epoch_time", "val/acc", "train/epoch_time", "val/acc"], "step": [10, 10, 20, 20],
          "value": [1.0, 0.3, 1.0, 0.5]}
     )  # fmt: skip
-    assert report._val_curve(scalars) == {1: 0.3, 2: 0.5}
+    assert report.val_curve(scalars) == {1: 0.3, 2: 0.5}
