@@ -272,6 +272,24 @@ def test_results_csv_has_one_row_per_arm(built):
     assert csv["test_acc_mean"].tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_runs_frame_is_one_row_per_run_with_its_numbers_and_hyperparameters(built):
+    frame = report.runs_frame(built.runs).set_index("seed")
+    assert len(frame) == len(built.runs) == 9
+    maxpool = frame[frame["hparams.model.downsample"] == "maxpool"]
+    assert maxpool["status"].to_dict() == {
+        "0": "completed",
+        "1": "completed",
+        "2": "completed",
+        "4": "running",
+    }
+    assert maxpool["test_acc"].dropna().tolist() == pytest.approx(ACC["maxpool"], abs=1e-6)
+    assert math.isnan(maxpool.loc["4", "test_acc"])  # still running: no test accuracy, NaN
+    assert maxpool.loc["0", "hparams.model.widths"] == [4, 8]  # a list stays a list
+    assert maxpool.loc["0", "epochs"] == 3 and maxpool.loc["0", "flops"] == FLOPS["maxpool"]
+    # the bookkeeping keys are there too: the table holds what each run read, the arms leave them out
+    assert maxpool.loc["0", "hparams.data.root"] == "/data/copy0"
+
+
 def test_plots_and_report_are_written(built):
     for name in report.REPORT_FILES:
         assert (built.out / name).stat().st_size > 0, name

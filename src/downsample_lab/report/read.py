@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from downsample_lab import runs
+from downsample_lab import runs as run_dirs
 
 # Scalar tags written by train.py (Classifier, EpochThroughput).
 TEST_ACC = "test/acc"
@@ -131,7 +131,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not file.is_file():
         return {}
     try:
-        return runs.flatten(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
+        return run_dirs.flatten(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
     except Exception:
         return {}
 
@@ -204,7 +204,7 @@ def load_run(path: Path) -> Run:
 
     Never raises for a broken run: an unreadable file makes the run ``incomplete`` with the reason.
     """
-    record, status_problem = runs.read_status(path)
+    record, status_problem = run_dirs.read_status(path)
     config = _read_config(path)
     scalars, tb_hparams, tb_problem = pd.DataFrame(columns=["step", "tag", "value"]), {}, ""
     if (path / "tb").is_dir():
