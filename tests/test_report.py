@@ -272,6 +272,24 @@ def test_results_csv_has_one_row_per_arm(built):
     assert csv["test_acc_mean"].tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_runs_frame_is_one_row_per_run_with_its_numbers_and_hyperparameters(built):
+    frame = report.runs_frame(built.runs).set_index("seed")
+    assert len(frame) == len(built.runs) == 9
+    maxpool = frame[frame["hparams.model.downsample"] == "maxpool"]
+    assert maxpool["status"].to_dict() == {
+        "0": "completed",
+        "1": "completed",
+        "2": "completed",
+        "4": "running",
+    }
+    assert maxpool["test_acc"].dropna().tolist() == pytest.approx(ACC["maxpool"], abs=1e-6)
+    assert math.isnan(maxpool.loc["4", "test_acc"])  # still running: no test accuracy, NaN
+    assert maxpool.loc["0", "hparams.model.widths"] == [4, 8]  # a list stays a list
+    assert maxpool.loc["0", "epochs"] == 3 and maxpool.loc["0", "flops"] == FLOPS["maxpool"]
+    # the bookkeeping keys are there too: the table holds what each run read, the arms leave them out
+    assert maxpool.loc["0", "hparams.data.root"] == "/data/copy0"
+
+
 def test_plots_and_report_are_written(built):
     for name in report.REPORT_FILES:
         assert (built.out / name).stat().st_size > 0, name
@@ -379,7 +397,10 @@ def test_cli_writes_the_report_and_prints_where(sweep, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"Report: {out / 'report.md'}" in result.stdout
     assert "7 completed, 1 failed, 1 running training runs" in result.stdout
-    conv_line = next(line for line in result.stdout.splitlines() if line.startswith("model.downsample=conv"))
+    # DataFrame.to_string right-aligns the cells
+    conv_line = next(
+        line for line in result.stdout.splitlines() if line.lstrip().startswith("model.downsample=conv")
+    )
     assert "84.33 ±" in conv_line
     assert (out / "report.md").is_file()
 
@@ -476,7 +497,7 @@ def test_axes_of_a_one_epoch_sweep(tmp_path, base_cfg):
     low, high = ax.get_xlim()
     ticks = [t for t in ax.get_xticks() if low <= t <= high]
     assert ticks == [1.0]  # one whole epoch, no 0.96, 0.98, ...
-    fig = report.plot_acc_vs_throughput(rep.results, tmp_path / "t.png", report._warmup_excluded(rep.arms))
+    fig = report.plot_acc_vs_throughput(rep.results, tmp_path / "t.png", report.warmup_excluded(rep.arms))
     assert "first epoch excluded" not in fig.axes[0].get_xlabel()
     assert rep.arms[0].runs[0].val_curve == {1: pytest.approx(0.4)}
 
@@ -486,4 +507,4 @@ def test_val_curve_without_lightnings_epoch_scalar():
         {"tag": ["train/epoch_time", "val/acc", "train/epoch_time", "val/acc"], "step": [10, 10, 20, 20],
          "value": [1.0, 0.3, 1.0, 0.5]}
     )  # fmt: skip
-    assert report._val_curve(scalars) == {1: 0.3, 2: 0.5}
+    assert report.val_curve(scalars) == {1: 0.3, 2: 0.5}

@@ -15,6 +15,7 @@ from scipy import stats
 from torch.utils.tensorboard import SummaryWriter
 
 from downsample_lab import selection
+from downsample_lab.report import read
 
 from .conftest import run_cli
 from .test_report import base_cfg, make_cfg, write_run  # noqa: F401  (base_cfg is a fixture)
@@ -41,7 +42,7 @@ def _write(root: Path, base: dict, arm: str, lr: float, seed: int, val: float, t
     cfg["optim"]["lr"] = lr
     run = write_run(root / f"{arm}_{lr}_{seed}", cfg, val_acc=[val - 0.1, val], test_acc=test)
     writer = SummaryWriter(str(next((run / "tb").iterdir())))
-    writer.add_scalar(selection.TEST_ACC_TTA, test + 0.01, 100)
+    writer.add_scalar(read.TEST_ACC_TTA, test + 0.01, 100)
     writer.close()
 
 

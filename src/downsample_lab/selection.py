@@ -26,11 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from downsample_lab import report
 from downsample_lab.errors import UserError, exit_with_error
+from downsample_lab.report import read, render, stats
 
-ARM_KEY = report.BASELINE_KEY  # model.downsample
-TEST_ACC_TTA = "test/acc_tta"
+ARM_KEY = stats.BASELINE_KEY  # model.downsample
 FINAL_COMMAND = "python -m downsample_lab.train -m experiment=ablation_fast"
 FINAL_SEEDS = "0,1,2,3,4,5,6,7,8,9"
 
@@ -49,31 +48,27 @@ class Choice:
     tune_seeds: set[str]
 
 
-def _completed(root: Path) -> list[report.Run]:
+def _completed(root: Path) -> list[read.Run]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UserError(f"{root} is not a directory; pass a sweep directory (outputs/train-multirun/<time>)")
-    runs = [report.load_run(d) for d in report.find_run_dirs(root)]
-    done = [r for r in runs if report.is_training_run(r) and r.status == "completed"]
+    runs = [read.load_run(d) for d in read.find_run_dirs(root)]
+    done = [r for r in runs if read.is_training_run(r) and r.status == "completed"]
     if not done:
         raise UserError(f"no completed training runs below {root}; pass the directory of a finished sweep")
     return done
 
 
-def _canonical(value: Any) -> Any:
-    return report._canonical(value)
-
-
-def select(tune_runs: Sequence[report.Run]) -> tuple[list[str], list[Choice]]:
+def select(tune_runs: Sequence[read.Run]) -> tuple[list[str], list[Choice]]:
     """The setting keys and, per arm, the setting with the best mean ``val/acc_best``; arms in report order."""
-    keys = report.arm_keys(tune_runs)
+    keys = stats.arm_keys(tune_runs)
     if ARM_KEY not in keys:
         raise UserError(f"the tuning runs do not differ in {ARM_KEY}; pass a sweep over the strategies")
     setting_keys = [k for k in keys if k != ARM_KEY]
-    cells: dict[Any, dict[tuple, list[report.Run]]] = {}
+    cells: dict[Any, dict[tuple, list[read.Run]]] = {}
     for run in tune_runs:
         arm = run.hparams.get(ARM_KEY)
-        setting = tuple(_canonical(run.hparams.get(k)) for k in setting_keys)
+        setting = tuple(read.canonical(run.hparams.get(k)) for k in setting_keys)
         cells.setdefault(arm, {}).setdefault(setting, []).append(run)
     choices = []
     for arm, settings in cells.items():
@@ -81,7 +76,7 @@ def select(tune_runs: Sequence[report.Run]) -> tuple[list[str], list[Choice]]:
         for setting, runs in settings.items():
             vals = [r.val_acc_best for r in runs if r.val_acc_best is not None]
             if vals:
-                mean, std, _, _ = report.mean_std_ci(vals)
+                mean, std, _, _ = stats.mean_std_ci(vals)
                 scored.append((mean, std, len(vals), setting, runs))
         if not scored:
             raise UserError(
@@ -101,7 +96,7 @@ def select(tune_runs: Sequence[report.Run]) -> tuple[list[str], list[Choice]]:
                 tune_seeds={r.seed for s in scored for r in s[4]},
             )
         )
-    choices.sort(key=lambda c: report._sort_key({ARM_KEY: c.arm}, [ARM_KEY]))
+    choices.sort(key=lambda c: stats.arm_order({ARM_KEY: c.arm}, [ARM_KEY]))
     return setting_keys, choices
 
 
@@ -109,7 +104,7 @@ def final_commands(choices: Sequence[Choice], sweep_dir: str, command: str = FIN
     """One sweep command per arm: its winning setting on fresh seeds, all into ``sweep_dir``."""
     lines = []
     for c in choices:
-        setting = " ".join(f"{k}={report._display(v)}" for k, v in c.setting.items())
+        setting = " ".join(f"{k}={read.value_text(v)}" for k, v in c.setting.items())
         lines.append(
             f"{command} {ARM_KEY}={c.arm} {setting} seed={FINAL_SEEDS} hydra.sweep.dir={sweep_dir}".replace(
                 "  ", " "
@@ -118,35 +113,27 @@ def final_commands(choices: Sequence[Choice], sweep_dir: str, command: str = FIN
     return lines
 
 
-def _tta(run: report.Run) -> float | None:
-    try:
-        scalars, _ = report._read_events(run.path / "tb")
-    except Exception:
-        return None
-    return report._last(scalars, TEST_ACC_TTA)
-
-
-def final_results(choices: Sequence[Choice], final_runs: Sequence[report.Run]) -> pd.DataFrame:
+def final_results(choices: Sequence[Choice], final_runs: Sequence[read.Run]) -> pd.DataFrame:
     """Per arm: the test accuracy of the final runs that used its winning setting (fresh seeds only)."""
-    by_arm: dict[str, list[report.Run]] = {}
+    by_arm: dict[str, list[read.Run]] = {}
     for c in choices:
         by_arm[c.arm] = [
             r
             for r in final_runs
             if str(r.hparams.get(ARM_KEY)) == c.arm
-            and all(_canonical(r.hparams.get(k)) == _canonical(v) for k, v in c.setting.items())
+            and all(read.canonical(r.hparams.get(k)) == read.canonical(v) for k, v in c.setting.items())
             and r.seed not in c.tune_seeds
         ]
-    baseline = by_arm.get(report.BASELINE_VALUE, [])
+    baseline = by_arm.get(stats.BASELINE_VALUE, [])
     base_acc = [r.test_acc for r in baseline]
     rows = []
     for c in choices:
         runs = by_arm[c.arm]
         acc = [r.test_acc for r in runs]
-        mean, std, low, high = report.mean_std_ci(acc)
-        tta = [t for t in (_tta(r) for r in runs) if t is not None]
-        tta_mean, tta_std, _, _ = report.mean_std_ci(tta)
-        p = report.welch_p(acc, base_acc) if c.arm != report.BASELINE_VALUE else float("nan")
+        mean, std, low, high = stats.mean_std_ci(acc)
+        tta = [r.test_acc_tta for r in runs if r.test_acc_tta is not None]
+        tta_mean, tta_std, _, _ = stats.mean_std_ci(tta)
+        p = stats.welch_p(acc, base_acc) if c.arm != stats.BASELINE_VALUE else float("nan")
         rows.append(
             {"arm": c.arm, "n": len(runs), "seeds": " ".join(sorted((r.seed for r in runs), key=_seed_order)),
              "test_acc_mean": mean, "test_acc_std": std, "test_acc_ci95_low": low, "test_acc_ci95_high": high,
@@ -160,7 +147,7 @@ def _seed_order(seed: str) -> tuple:
 
 
 def _setting_text(setting: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={report._display(v)}" for k, v in setting.items()) or "(one setting)"
+    return ", ".join(f"{k}={read.value_text(v)}" for k, v in setting.items()) or "(one setting)"
 
 
 def selection_table(choices: Sequence[Choice], final: pd.DataFrame | None) -> pd.DataFrame:
@@ -171,17 +158,19 @@ def selection_table(choices: Sequence[Choice], final: pd.DataFrame | None) -> pd
         row = {
             "arm": f"{ARM_KEY}={c.arm}",
             "chosen setting": _setting_text(c.setting),
-            "val acc_best % (tuning)": report._pm(c.val_mean, c.val_std) + f" (n={c.n})",
+            "val acc_best % (tuning)": render.fmt_mean_std(c.val_mean, c.val_std) + f" (n={c.n})",
             "settings tried": c.tried,
-            "runner-up val %": "—" if np.isnan(c.runner_up) else f"{100 * c.runner_up:.2f}",
+            "runner-up val %": read.DASH if np.isnan(c.runner_up) else f"{100 * c.runner_up:.2f}",
         }
         if final_rows is not None:
             f = final_rows.loc[c.arm]
             row["n"] = int(f.n)
-            row["test acc %"] = report._pm(f.test_acc_mean, f.test_acc_std) if f.n else "—"
-            row["95% CI"] = report._ci(f.test_acc_ci95_low, f.test_acc_ci95_high)
-            row["p vs maxpool"] = report._p(f.p_vs_maxpool)
-            row["test acc TTA %"] = report._pm(f.test_acc_tta_mean, f.test_acc_tta_std) if f.n else "—"
+            row["test acc %"] = render.fmt_mean_std(f.test_acc_mean, f.test_acc_std) if f.n else read.DASH
+            row["95% CI"] = render.fmt_ci(f.test_acc_ci95_low, f.test_acc_ci95_high)
+            row["p vs maxpool"] = render.fmt_p(f.p_vs_maxpool)
+            row["test acc TTA %"] = (
+                render.fmt_mean_std(f.test_acc_tta_mean, f.test_acc_tta_std) if f.n else read.DASH
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -207,7 +196,7 @@ def build_selection(
         "the tuning seeds (validation split only; test accuracy plays no part in the choice)"
         + (f"; then its test accuracy over fresh seeds from {final_dir}." if final is not None else "."),
         "",
-        report._markdown(table),
+        render.markdown_table(table),
         "",
     ]
     if final is not None:
@@ -241,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as err:
         exit_with_error(err)
     print(f"Selection: {path}")
-    print(report._plain(table, list(table.columns)))
+    print(render.plain_table(table))
     if args.final is None:
         print("\nNext, the final runs:\n" + "\n".join(commands))
 

@@ -1,0 +1,122 @@
+"""The report from end to end: :func:`build_report` reads every run below a directory and writes the files, and
+:func:`main` is the command ``python -m downsample_lab.report DIR [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from downsample_lab.errors import UserError, exit_with_error
+from downsample_lab.report.document import report_markdown
+from downsample_lab.report.plots import plot_acc_vs_throughput, plot_val_curves
+from downsample_lab.report.read import NOT_STARTED, Run, find_run_dirs, is_training_run, load_run
+from downsample_lab.report.render import display_table, plain_table, runs_table
+from downsample_lab.report.stats import Arm, arm_keys, group_runs, run_labels, summarize, warmup_excluded
+
+REPORT_FILES = ("report.md", "results.csv", "runs.csv", "val_acc.png", "acc_vs_throughput.png")
+
+# The columns of the arm table that the command prints (those the table has).
+CONSOLE_COLUMNS = (
+    "arm",
+    "n",
+    "test acc %",
+    "p vs baseline",
+    "TTA test acc %",
+    "shift consistency %",
+    "train images/s",
+)
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` read and wrote: the runs, the arms, the results table and the files."""
+
+    root: Path
+    out: Path
+    runs: list[Run]
+    skipped: list[Run]
+    arms: list[Arm]
+    keys: list[str]
+    labels: dict[Path, str]
+    results: pd.DataFrame
+    table: pd.DataFrame
+
+    @property
+    def path(self) -> Path:
+        """``report.md``."""
+        return self.out / "report.md"
+
+
+def build_report(root: Path, out: Path | None = None) -> Report:
+    """Read every run below ``root``, write report.md, results.csv, runs.csv and the plots to ``out``.
+
+    Raises:
+        UserError: ``root`` is not a directory, no run directory is below it, or ``out`` is not a directory.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(
+            f"{root} is not a directory; pass a sweep directory (outputs/train-multirun/<time>) or outputs/"
+        )
+    out = Path(out).expanduser() if out is not None else root
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a directory (it is created if missing)")
+    dirs = find_run_dirs(root)
+    if not dirs:
+        raise UserError(
+            f"no run directories below {root} (a run directory has status.json, .hydra/config.yaml or tb/); "
+            "pass the directory of a sweep or outputs/"
+        )
+    loaded = [load_run(d) for d in dirs]
+    runs = [r for r in loaded if is_training_run(r)]
+    skipped = [r for r in loaded if not is_training_run(r)]
+    arms = group_runs(runs)
+    keys = arm_keys([r for r in runs if r.status == "completed"])
+    results = summarize(arms)
+    labels = run_labels(runs, arms)
+    rep = Report(root, out, runs, skipped, arms, keys, labels, results, display_table(results))
+
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / "results.csv", index=False)
+    runs_table(runs, root, labels).to_csv(out / "runs.csv", index=False)
+    plot_val_curves(arms, out / "val_acc.png")
+    plot_acc_vs_throughput(results, out / "acc_vs_throughput.png", warmup_excluded(arms))
+    rep.path.write_text(report_markdown(rep))
+    return rep
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m downsample_lab.report DIR [--out OUT]``: write the report, print where and a short table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m downsample_lab.report",
+        description="Compare the arms of a sweep: mean ± std, 95% CI and Welch's t-test of the test "
+        "accuracy, throughput, model cost, and plots, from the TensorBoard files of every run below DIR.",
+    )
+    parser.add_argument(
+        "dir", type=Path, help="a sweep directory (outputs/train-multirun/<time>) or outputs/"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: DIR)")
+    args = parser.parse_args(argv)
+    try:
+        rep = build_report(args.dir, args.out)
+    except UserError as err:
+        exit_with_error(err)
+    print(f"Report: {rep.path}")
+    counts = {
+        s: sum(r.status == s for r in rep.runs) for s in ("completed", "failed", "running", "incomplete")
+    }
+    n_refused = sum(r.status == NOT_STARTED for r in rep.runs)
+    print(
+        (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no")
+        + " training runs"
+        + (f"; {n_refused} stopped at start-up" if n_refused else "")
+        + (f"; {len(rep.skipped)} runs of other tools (eval, bench) skipped" if rep.skipped else "")
+    )
+    if rep.table.empty:
+        print("No completed run yet: nothing to compare.")
+    else:
+        print(plain_table(rep.table, CONSOLE_COLUMNS))

@@ -1,0 +1,163 @@
+"""The text of ``report.md``, one function per section: the summary line, the results (arm table, what each
+column means, plots, shared settings), the runs not counted, the runs stopped at start-up and the runs of other
+tools."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from downsample_lab.report.read import CONSISTENCY, DASH, NOT_STARTED, TEST_ACC_TTA, Run, value_text
+from downsample_lab.report.render import markdown_table, relative
+from downsample_lab.report.stats import IGNORED_KEYS, PAPER_KEY
+
+if TYPE_CHECKING:
+    from downsample_lab.report.build import Report
+
+
+def report_markdown(rep: Report) -> str:
+    """The whole of ``report.md``."""
+    lines = [*_summary(rep), "", "## Results", ""]
+    lines += _results(rep) if not rep.table.empty else ["No completed run yet: nothing to compare.", ""]
+    lines += ["", "## Runs not counted", "", *_not_counted(rep)]
+    lines += _stopped_at_start_up(rep) + _other_tools(rep)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _summary(rep: Report) -> list[str]:
+    started = [r for r in rep.runs if r.status != NOT_STARTED]
+    n_not_started = len(rep.runs) - len(started)
+    apart = (
+        f" {n_not_started} more stopped at start-up, before training (listed apart)." if n_not_started else ""
+    )
+    return [
+        "# Ablation report",
+        "",
+        f"Runs below `{rep.root}`: {len(started)} training runs found, "
+        f"{sum(r.status == 'completed' for r in started)} completed and counted, "
+        f"{sum(r.status == 'failed' for r in started)} failed, "
+        f"{sum(r.status in ('running', 'incomplete') for r in started)} running or incomplete "
+        f"(listed below, not counted).{apart} Written {time.strftime('%Y-%m-%d %H:%M:%S %z')} by "
+        "`python -m downsample_lab.report`.",
+    ]
+
+
+def _results(rep: Report) -> list[str]:
+    arm_desc = ", ".join(f"`{k}`" for k in rep.keys) or "none (every run has the same settings)"
+    lines = [
+        f"Arms differ in: {arm_desc}. The seed (an arm's replicates) and the keys that say where files "
+        "are, how progress is shown or how a run was resumed do not define an arm: "
+        + ", ".join(f"`{k}`" for k in sorted(IGNORED_KEYS - {"seed"}))
+        + ".",
+        "",
+        markdown_table(rep.table),
+        "",
+        *_column_notes(rep),
+        "",
+        "![Validation accuracy per epoch](val_acc.png)",
+        "",
+        "![Test accuracy against training throughput](acc_vs_throughput.png)",
+        "",
+        "Unrounded numbers: `results.csv` (one row per arm, accuracies as fractions) and `runs.csv` "
+        "(one row per run).",
+    ]
+    common = _common_settings(rep.runs, rep.keys)
+    if common:
+        lines += ["", "Settings shared by every completed run:", "", "`" + "`, `".join(common) + "`"]
+    return lines
+
+
+def _column_notes(rep: Report) -> list[str]:
+    """What each column of the arm table means; a note for each optional column the table has."""
+    baselines = sorted({a.baseline.label for a in rep.arms if a.baseline})
+    notes = [
+        "- **test acc %**: test accuracy of the weights each run tested (its best checkpoint by val/acc, or its final weights with `eval.test_weights`), mean ± sample std (ddof=1) "
+        "over the completed runs; **95% CI**: t-distribution interval of the mean (n − 1 degrees of "
+        f"freedom). With n = 1 there is no std or CI ({DASH}).",
+        "- **p vs baseline**: two-sided Welch's t-test (unequal variances) of the arm's test accuracies "
+        f"against its baseline's ({', '.join(f'`{b}`' for b in baselines) or DASH}); {DASH} for a "
+        "baseline itself and where either side has fewer than 2 runs. Not corrected for multiple comparisons.",
+        "- **best val acc %**: each run's final `val/acc_best` (best validation accuracy over its epochs).",
+        "- **train images/s**: per run, the mean of the per-epoch `train/images_per_sec` (global "
+        "training throughput, evaluation excluded) leaving out the first epoch, which includes warm-up, "
+        "when the run has at least 2 epochs; then mean ± std over runs. Throughput is only comparable between runs on "
+        "the same machine under the same load.",
+        "- **params**, **FLOPs/image**: `model/params` and `model/flops_per_image` (forward pass, "
+        "`torch.utils.flop_counter`), mean over the arm's runs.",
+    ]
+    if "TTA test acc %" in rep.table:
+        notes.append(
+            f"- **TTA test acc %**, **TTA 95% CI**, **TTA p vs baseline**: the same for the final "
+            f"`{TEST_ACC_TTA}` (test-time augmentation, `eval.tta_level`), over the runs that logged it."
+        )
+    if "shift consistency %" in rep.table:
+        notes.append(
+            f"- **shift consistency %**: final `{CONSISTENCY}`, mean ± std over the runs that logged "
+            f"it; {DASH} for arms whose runs predate it."
+        )
+    if "paper error % (Table 3)" in rep.table:
+        notes.append(
+            "- **paper error % (Table 3)**: CIFAR-10 test error without augmentation reported by "
+            "Springenberg et al. 2014 (Striving for Simplicity: The All Convolutional Net), "
+            f"keyed by `{PAPER_KEY}`; **test error %** is ours, 100 − test acc."
+        )
+    return notes
+
+
+def _common_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
+    """``key=value`` of every hyperparameter that all completed runs share, except the arm and ignored keys."""
+    done = [r for r in runs if r.status == "completed"]
+    if not done:
+        return []
+    shared = set.intersection(*(set(r.hparams) for r in done)) - set(keys) - IGNORED_KEYS
+    return [f"{k}={value_text(done[0].hparams[k])}" for k in sorted(shared)]
+
+
+def _not_counted(rep: Report) -> list[str]:
+    """The failed, and the running or incomplete, training runs: one table each."""
+    left_out = [r for r in rep.runs if r.status not in (NOT_STARTED, "completed")]
+    lines = [] if left_out else ["None: every run found completed."]
+    for title, states in (("Failed", ("failed",)), ("Running or incomplete", ("running", "incomplete"))):
+        chosen = [r for r in left_out if r.status in states]
+        if chosen:
+            listed = pd.DataFrame(
+                {
+                    "run": [f"`{relative(r.path, rep.root)}`" for r in chosen],
+                    "arm": [rep.labels[r.path] for r in chosen],
+                    "seed": [r.seed for r in chosen],
+                    "status": [r.status for r in chosen],
+                    "reason": [" ".join(r.reason.split()) for r in chosen],
+                }
+            )
+            lines += [f"### {title} ({len(chosen)})", "", markdown_table(listed), ""]
+    return lines
+
+
+def _stopped_at_start_up(rep: Report) -> list[str]:
+    refused = [r for r in rep.runs if r.status == NOT_STARTED]
+    if not refused:
+        return []
+    return [
+        "",
+        f"## Stopped at start-up ({len(refused)})",
+        "",
+        "Command lines refused before training began (a config, resume or data error): no run to count.",
+        "",
+        *(f"- `{relative(r.path, rep.root)}`: {' '.join(r.reason.split())}" for r in refused),
+    ]
+
+
+def _other_tools(rep: Report) -> list[str]:
+    if not rep.skipped:
+        return []
+    return [
+        "",
+        f"## Runs of other tools ({len(rep.skipped)})",
+        "",
+        "Evaluation and benchmark runs are not arms of the ablation:",
+        "",
+        *(f"- `{relative(r.path, rep.root)}` ({r.task or 'eval'}, {r.status})" for r in rep.skipped),
+    ]

@@ -1,0 +1,98 @@
+"""The report's plots: validation accuracy per epoch (``val_acc.png``) and test accuracy against training
+throughput (``acc_vs_throughput.png``), drawn with matplotlib's object API (no pyplot state, no display)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from downsample_lab.report.render import is_defined
+from downsample_lab.report.stats import Arm
+
+
+def _figure(n_labels: int) -> Any:
+    # The object API with an explicit Agg canvas: no pyplot global state, no display needed. Arm labels can be
+    # long, so the legend goes below the axes and the figure grows with it.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.0, 4.5 + 0.25 * n_labels), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig: Any, ax: Any, path: Path, ylabel: str, title: str) -> Any:
+    """The y label, title, grid and legend every plot has; saved to ``path``."""
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    _legend(fig, ax)
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+def _legend(fig: Any, ax: Any) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        labels = ["\n".join(textwrap.wrap(label, 100)) for label in labels]
+        fig.legend(handles, labels, loc="outside lower center", fontsize="small", frameon=False)
+
+
+def plot_val_curves(arms: Sequence[Arm], path: Path) -> Any:
+    """Validation accuracy per epoch: each arm's mean over its runs, with a min–max band across runs.
+
+    Returns the matplotlib figure it saved to ``path``.
+    """
+    fig = _figure(sum(len(a.label) // 100 + 1 for a in arms))
+    ax = fig.add_subplot()
+    for arm in arms:
+        curve = pd.DataFrame([r.val_curve for r in arm.runs]).sort_index(axis=1)
+        if curve.empty:
+            continue
+        epochs = curve.columns.to_numpy()
+        mean = curve.mean() * 100
+        (line,) = ax.plot(epochs, mean, marker="o", markersize=3, label=f"{arm.label} (n={len(arm.runs)})")
+        ax.fill_between(epochs, curve.min() * 100, curve.max() * 100, color=line.get_color(), alpha=0.2)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    # whole epochs only, also for a sweep of one or two epochs (matplotlib would tick 0.96, 0.98, ...)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    epochs = [e for arm in arms for r in arm.runs for e in r.val_curve]
+    if epochs and max(epochs) - min(epochs) < 2:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    return _finish(
+        fig, ax, path, "validation accuracy (%)", "Validation accuracy: mean over seeds, band = min–max"
+    )
+
+
+def plot_acc_vs_throughput(results: pd.DataFrame, path: Path, warmup_excluded: bool | None = True) -> Any:
+    """Test accuracy against training images/s, one point per arm with ± std error bars on both axes.
+
+    ``warmup_excluded``: whether the runs' first epoch was left out of their throughput (True: all of them,
+    False: none, as in one-epoch sweeps, None: some); the axis label says which.
+    """
+    fig = _figure(sum(len(label) // 100 + 1 for label in results.get("arm", [])))
+    ax = fig.add_subplot()
+    for row in results.itertuples(index=False):
+        if not (is_defined(row.test_acc_mean) and is_defined(row.images_per_sec_mean)):
+            continue
+        ax.errorbar(
+            row.images_per_sec_mean,
+            row.test_acc_mean * 100,
+            xerr=row.images_per_sec_std if is_defined(row.images_per_sec_std) else None,
+            yerr=row.test_acc_std * 100 if is_defined(row.test_acc_std) else None,
+            fmt="o",
+            capsize=4,
+            label=f"{row.arm} (n={row.n})",
+        )
+    note = {True: "first epoch excluded", False: "one epoch, warm-up included",
+            None: "first epoch excluded where a run had more"}[warmup_excluded]  # fmt: skip
+    ax.set_xlabel(f"training images/s ({note})")
+    return _finish(
+        fig, ax, path, "test accuracy (%)", "Accuracy against training throughput (mean ± std over seeds)"
+    )

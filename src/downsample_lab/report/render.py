@@ -1,0 +1,140 @@
+"""Numbers and tables as text: the arm table of ``report.md``, the run table of ``runs.csv``, and the markdown and
+console forms of a table (also used by :mod:`downsample_lab.selection`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from downsample_lab.report.read import DASH, Run, runs_frame
+
+RUNS_CSV_COLUMNS = [
+    "run",
+    "status",
+    "reason",
+    "arm",
+    "seed",
+    "test_acc",
+    "val_acc_best",
+    "consistency",
+    "test_acc_tta",
+    "params",
+    "flops_per_image",
+    "images_per_sec",
+    "epochs",
+]
+
+
+def is_defined(x: Any) -> bool:
+    """Neither None nor NaN."""
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def fmt_mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    """``81.00 ± 1.00`` (a fraction as %); the mean alone without a std; the dash without a mean."""
+    if not is_defined(mean):
+        return DASH
+    if not is_defined(std):
+        return f"{mean * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def fmt_ci(low: float, high: float) -> str:
+    """``[78.52, 83.48]``: a confidence interval of fractions, in %."""
+    return f"[{low * 100:.2f}, {high * 100:.2f}]" if is_defined(low) else DASH
+
+
+def fmt_p(p: float) -> str:
+    """A p-value to 3 significant digits."""
+    return f"{p:.3g}" if is_defined(p) else DASH
+
+
+def _count(x: float, spread: float = 0.0) -> str:
+    if not is_defined(x):
+        return DASH
+    return f"{x:,.0f}" + (" (varies)" if is_defined(spread) and spread > 0 else "")
+
+
+def _mega(x: float) -> str:
+    return f"{x / 1e6:,.1f} M" if is_defined(x) else DASH
+
+
+def _rate(mean: float, std: float) -> str:
+    if not is_defined(mean):
+        return DASH
+    return f"{mean:,.0f}" + (f" ± {std:,.0f}" if is_defined(std) else "")
+
+
+def _column(results: pd.DataFrame, fmt: Callable[..., str], *names: str) -> list[str]:
+    """``fmt`` applied to each row's values of the columns ``names``."""
+    return [fmt(*values) for values in zip(*(results[n] for n in names), strict=True)]
+
+
+def display_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The arm table of ``report.md``, as text: accuracies in %, '—' where a number is not defined."""
+    if results.empty:
+        return pd.DataFrame()
+    table = pd.DataFrame({"arm": results["arm"], "n": results["n"]})
+    table["test acc %"] = _column(results, fmt_mean_std, "test_acc_mean", "test_acc_std")
+    table["95% CI"] = _column(results, fmt_ci, "test_acc_ci95_low", "test_acc_ci95_high")
+    table["p vs baseline"] = _column(results, fmt_p, "welch_p")
+    if (results["test_acc_tta_n"] > 0).any():
+        table["TTA test acc %"] = _column(results, fmt_mean_std, "test_acc_tta_mean", "test_acc_tta_std")
+        table["TTA 95% CI"] = _column(results, fmt_ci, "test_acc_tta_ci95_low", "test_acc_tta_ci95_high")
+        table["TTA p vs baseline"] = _column(results, fmt_p, "welch_p_tta")
+    if results["paper_test_error_pct"].notna().any():
+        table["test error %"] = [
+            f"{(1 - m) * 100:.2f}" if is_defined(m) else DASH for m in results["test_acc_mean"]
+        ]
+        table["paper error % (Table 3)"] = [
+            f"{e:.2f}" if is_defined(e) else DASH for e in results["paper_test_error_pct"]
+        ]
+    table["best val acc %"] = _column(results, fmt_mean_std, "val_acc_best_mean", "val_acc_best_std")
+    if (results["consistency_n"] > 0).any():
+        table["shift consistency %"] = _column(results, fmt_mean_std, "consistency_mean", "consistency_std")
+    table["params"] = _column(results, _count, "params", "params_spread")
+    table["FLOPs/image"] = _column(results, _mega, "flops_per_image")
+    table["train images/s"] = _column(results, _rate, "images_per_sec_mean", "images_per_sec_std")
+    if results.loc[results["baseline"] != "", "baseline"].nunique() > 1:
+        table.insert(5, "baseline", [b or DASH for b in results["baseline"]])
+    return table
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A pipe table; ``|`` in a cell is escaped.
+
+    Written by hand: pandas' ``to_markdown`` needs the optional ``tabulate``, and a pipe table is a few lines.
+    """
+
+    def cell(x: Any) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def plain_table(table: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
+    """The table for a terminal: the ``columns`` it has (default: all), aligned, without the index."""
+    cols = [c for c in (columns if columns is not None else table.columns) if c in table.columns]
+    return table.to_string(columns=cols, index=False)
+
+
+def relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (``.`` for root itself), or as is when it is not below ``root``."""
+    try:
+        return str(path.relative_to(root)) or "."
+    except ValueError:
+        return str(path)
+
+
+def runs_table(runs: Sequence[Run], root: Path, labels: Mapping[Path, str]) -> pd.DataFrame:
+    """One row per run found (``runs.csv``): path, status, reason, arm, seed and final numbers."""
+    frame = runs_frame(runs).rename(columns={"flops": "flops_per_image"})
+    frame["run"] = [relative(p, root) for p in frame["path"]]
+    frame["arm"] = [labels[p] for p in frame["path"]]
+    return frame[RUNS_CSV_COLUMNS]

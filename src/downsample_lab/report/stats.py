@@ -1,0 +1,213 @@
+"""Arms and their statistics: which hyperparameters define an arm, the arms and their baselines, and per arm the
+mean, sample std and t confidence interval of each final number with Welch's t-test against the baseline.
+
+:func:`summarize` computes the numbers of ``results.csv`` from the tidy table of :func:`read.runs_frame`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from downsample_lab import runs as run_dirs
+from downsample_lab.report.read import ABSENT, DASH, Run, canonical, runs_frame, value_text
+
+# Config keys that never define an arm: the bookkeeping keys (where files live, how a run reports progress, how
+# it was resumed), and `seed`, because seeds are an arm's replicates.
+IGNORED_KEYS = run_dirs.BOOKKEEPING_KEYS | {"seed"}
+
+# The arm every other arm is tested against: the one with this value of this key (else the first arm).
+BASELINE_KEY = "model.downsample"
+BASELINE_VALUE = "maxpool"
+
+# CIFAR-10 test error (%) without augmentation, Table 3 of Springenberg et al. 2014, "Striving for Simplicity:
+# The All Convolutional Net"; shown beside an arm whose `model.name` hyperparameter is one of these keys.
+PAPER_TABLE3_TEST_ERROR = {"model_c": 9.74, "strided_cnn_c": 10.19, "convpool_cnn_c": 9.31, "all_cnn_c": 9.08}
+PAPER_KEY = "model.name"
+
+
+@dataclass
+class Arm:
+    """Completed runs that share every arm-defining hyperparameter; ``values`` maps each arm key to its value."""
+
+    label: str
+    values: dict[str, Any]
+    runs: list[Run]
+    baseline: Arm | None = None  # the arm this one is tested against; None for a baseline arm
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Arms
+
+
+def arm_keys(runs: Sequence[Run]) -> list[str]:
+    """The hyperparameters whose values differ between ``runs``, less :data:`IGNORED_KEYS`; baseline key first."""
+    keys = set().union(*(r.hparams for r in runs)) - IGNORED_KEYS if runs else set()
+    differing = {k for k in keys if len({canonical(r.hparams.get(k, ABSENT)) for r in runs}) > 1}
+    return sorted(differing, key=lambda k: (k != BASELINE_KEY, k))
+
+
+def arm_label(hparams: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """``model.downsample=conv, model.kernel_size=5``; ``all runs`` when no key differs."""
+    return ", ".join(f"{k}={value_text(hparams.get(k, ABSENT))}" for k in keys) or "all runs"
+
+
+def run_labels(runs: Sequence[Run], arms: Sequence[Arm]) -> dict[Path, str]:
+    """Each run's arm label: a counted run's arm; for a run left out, its values of the keys that differ among
+    all runs (so a conv run still running in a sweep whose completed runs are all max-pool still says conv).
+
+    Runs whose HParams never reached TensorBoard (failed early) do not choose the keys: their config says
+    ``trainer.precision=auto`` where the others record the precision that ran.
+    """
+    labels = {run.path: arm.label for arm in arms for run in arm.runs}
+    keys = arm_keys([r for r in runs if r.hparams_in_tb] or [r for r in runs if r.hparams])
+    for run in runs:
+        if run.path not in labels:
+            labels[run.path] = arm_label(run.hparams, keys) if run.hparams else DASH
+    return labels
+
+
+def is_baseline(values: Mapping[str, Any]) -> bool:
+    """Whether an arm with these values is a baseline (``model.downsample=maxpool``)."""
+    return values.get(BASELINE_KEY) == BASELINE_VALUE
+
+
+def arm_order(values: Mapping[str, Any], keys: Sequence[str]) -> tuple:
+    """The sort key of an arm: baseline first, then by each key's value, numbers numerically, else as text."""
+    parts = []
+    for k in keys:
+        v = canonical(values.get(k, ABSENT))
+        parts.append((0, v, "") if isinstance(v, float) else (1, 0.0, str(v)))
+    return (not is_baseline(values), *parts)
+
+
+def group_runs(runs: Sequence[Run]) -> list[Arm]:
+    """Group the completed ``runs`` into arms and pair each arm with its baseline.
+
+    The baseline of an arm is the max-pool arm (``model.downsample=maxpool``) that agrees with it on every
+    other arm key (in a downsample × kernel-size sweep, conv k=5 is tested against maxpool k=5); failing that,
+    the first max-pool arm; when no arm is max-pool, the first arm.
+    """
+    done = [r for r in runs if r.status == "completed"]
+    keys = arm_keys(done)
+    groups: dict[tuple, list[Run]] = {}
+    for run in done:
+        groups.setdefault(tuple(canonical(run.hparams.get(k, ABSENT)) for k in keys), []).append(run)
+    arms = []
+    for members in groups.values():
+        values = {k: members[0].hparams.get(k, ABSENT) for k in keys}
+        arms.append(Arm(arm_label(values, keys), values, members))
+    arms.sort(key=lambda a: arm_order(a.values, keys))
+
+    pools = [a for a in arms if is_baseline(a.values)]
+    for arm in arms:
+        if is_baseline(arm.values) or (not pools and arm is arms[0]):
+            continue
+        if not pools:
+            arm.baseline = arms[0]
+            continue
+        others = [k for k in keys if k != BASELINE_KEY]
+        matched = [
+            p for p in pools if all(canonical(p.values[k]) == canonical(arm.values[k]) for k in others)
+        ]
+        arm.baseline = (matched or pools)[0]
+    return arms
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Mean, sample std (ddof=1) and the t-distribution confidence interval; std and CI are NaN for n < 2."""
+    x = np.asarray(values, dtype=float)
+    if len(x) == 0:
+        return (math.nan,) * 4
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    if std == 0:
+        return mean, 0.0, mean, mean
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = scipy.stats.t.interval(confidence, len(x) - 1, loc=mean, scale=std / math.sqrt(len(x)))
+    return mean, std, float(low), float(high)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Welch's t-test p-value of ``a`` against ``b``; NaN when either has fewer than 2 values or neither
+    varies."""
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return math.nan  # (no spread on either side: the t statistic is undefined, not infinite)
+    # Nearly identical values (an arm whose seeds all score alike, common in short sweeps) make scipy warn
+    # about precision loss in the variance; the p-value it returns (or NaN) is what the table shows.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _spread(values: pd.Series, name: str, ci: bool = False, n: bool = False) -> dict[str, float]:
+    """``<name>_mean``, ``<name>_std`` and, if asked, the 95% CI and the count, over the logged values."""
+    mean, std, low, high = mean_std_ci(values.dropna().tolist())
+    out = {f"{name}_mean": mean, f"{name}_std": std}
+    if ci:
+        out |= {f"{name}_ci95_low": low, f"{name}_ci95_high": high}
+    if n:
+        out[f"{name}_n"] = int(values.notna().sum())
+    return out
+
+
+def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
+    """One row per arm: the numbers of ``results.csv`` (accuracies as fractions, NaN where not defined)."""
+    frame = runs_frame([r for arm in arms for r in arm.runs])
+    position = {id(arm): i for i, arm in enumerate(arms)}
+    frame["arm"] = [i for i, arm in enumerate(arms) for _ in arm.runs]
+
+    def logged(arm: Arm, column: str) -> list[float]:
+        return frame.loc[frame["arm"] == position[id(arm)], column].dropna().tolist()
+
+    def welch(arm: Arm, column: str) -> float:
+        return welch_p(logged(arm, column), logged(arm.baseline, column)) if arm.baseline else math.nan
+
+    rows = []
+    for arm in arms:
+        runs = frame[frame["arm"] == position[id(arm)]]
+        params, flops = logged(arm, "params"), logged(arm, "flops")
+        name = str(arm.values.get(PAPER_KEY, arm.runs[0].hparams.get(PAPER_KEY)))
+        rows.append(
+            {
+                "arm": arm.label,
+                **{k: value_text(v) for k, v in arm.values.items()},
+                "n": len(runs),
+                "seeds": " ".join(runs["seed"]),
+                **_spread(runs["test_acc"], "test_acc", ci=True),
+                **_spread(runs["val_acc_best"], "val_acc_best"),
+                **_spread(runs["consistency"], "consistency", n=True),
+                **_spread(runs["test_acc_tta"], "test_acc_tta", ci=True, n=True),
+                "welch_p_tta": welch(arm, "test_acc_tta"),
+                "params": float(np.mean(params)) if params else math.nan,
+                "params_spread": (max(params) - min(params)) if params else math.nan,
+                "flops_per_image": float(np.mean(flops)) if flops else math.nan,
+                **_spread(runs["images_per_sec"], "images_per_sec"),
+                "baseline": arm.baseline.label if arm.baseline else "",
+                "welch_p": welch(arm, "test_acc"),
+                "paper_test_error_pct": PAPER_TABLE3_TEST_ERROR.get(name, math.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def warmup_excluded(arms: Sequence[Arm]) -> bool | None:
+    """Whether the counted runs' throughput leaves out their first (warm-up) epoch: True where every run with a
+    throughput had at least 2 epochs (or none had a throughput), False where none had, None for a mix."""
+    excluded = {r.throughput_epochs >= 2 for arm in arms for r in arm.runs if r.images_per_sec is not None}
+    return excluded.pop() if len(excluded) == 1 else (True if not excluded else None)
