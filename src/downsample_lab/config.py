@@ -1,15 +1,16 @@
-"""The config schema and its validation: every key a user can set, its type, and what values are valid.
+"""The config schema: every key a user can set and its type, and the typed objects the code is given.
 
 The YAML files under ``configs/`` hold the values (one visible place for every default); the dataclasses here
-hold the types. :func:`validate` merges the two before any data is loaded or any model is built, so a typo'd
-key, a wrong type or an impossible value stops the run at once with one sentence naming the key.
+hold the types, a key with a fixed set of values as a :class:`Choice` enum; :mod:`config_rules` holds what the
+values may be. :func:`validate` applies both before any data is loaded or any model is built, so a typo'd key,
+a wrong type or an impossible value stops the run at once with one sentence naming the key. The DataModule,
+the LightningModule and :func:`~downsample_lab.models.build_model` take the typed objects
+(``OmegaConf.to_object`` of a validated group, e.g. :class:`DataConfig`), so no default is written twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 import re
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,10 +22,13 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from downsample_lab import resolvers  # noqa: F401  (registers the resolvers the YAML configs call)
+from downsample_lab import (
+    config_rules,
+    resolvers,  # noqa: F401  (registers the resolvers the YAML configs call)
+)
 from downsample_lab.data import SOURCES
 from downsample_lab.errors import ConfigError, did_you_mean
-from downsample_lab.models import DOWNSAMPLE_NAMES, MODEL_NAMES, effective_widths
+from downsample_lab.models import DOWNSAMPLE_NAMES, MODEL_NAMES
 
 
 def config_dir() -> Path:
@@ -268,130 +272,6 @@ def _schema_error(err: OmegaConfBaseException, schema: type) -> ConfigError:
     return ConfigError(f"{key}: {str(err.msg).splitlines()[0]}")
 
 
-def _shown(value: Any) -> str:
-    return repr(str(value) if isinstance(value, Choice) else value)
-
-
-def _check(ok: bool, key: str, value: Any, valid: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={_shown(value)} is not valid; {valid}")
-
-
-_CNN_ONLY = ("downsample", "kernel_size", "blocks", "match_params")
-_ALLCNN_ONLY = ("batch_norm",)
-_FAST_ONLY = ("downsample", "whiten_bias_epochs")
-# The keys each model takes beyond the common ones.
-_MODEL_KEYS = {"cnn": _CNN_ONLY, "fast": _FAST_ONLY}
-
-
-def _model_keys_owner(key: str) -> str:
-    if key in _ALLCNN_ONLY:
-        return "the All-CNN models"
-    return " and ".join(f"model.name={name}" for name, keys in _MODEL_KEYS.items() if key in keys)
-
-
-def _check_model(m: DictConfig) -> None:
-    own = _MODEL_KEYS.get(m.name, _ALLCNN_ONLY)
-    foreign = tuple(k for k in {*_CNN_ONLY, *_ALLCNN_ONLY, *_FAST_ONLY} if k not in own)
-    for key in own:
-        if m[key] is None:
-            raise ConfigError(f"model.{key} has no value; model.name={m.name} needs it")
-    for key in sorted(foreign):
-        if m[key] is not None:
-            raise ConfigError(
-                f"model.{key}={_shown(m[key])} does not apply to model.name={m.name}; remove it (it is for "
-                f"{_model_keys_owner(key)})"
-            )
-    _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
-           "give one positive width per stage, e.g. [64,128,256]")  # fmt: skip
-    _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
-    if m.name == "fast":
-        _check(len(m.widths) == 3, "model.widths", list(m.widths),
-               "model.name=fast has three groups, e.g. [64,256,256]")  # fmt: skip
-        _check(m.whiten_bias_epochs >= 0, "model.whiten_bias_epochs", m.whiten_bias_epochs,
-               "use 0 (never train the whitening bias) or a number of epochs")  # fmt: skip
-        return
-    if m.name != "cnn":
-        _check(
-            len(m.widths) == 2,
-            "model.widths",
-            list(m.widths),
-            "the All-CNN models have two stages, e.g. [96,192]",
-        )
-        return
-    k = m.kernel_size
-    _check(
-        k > 0 and k % 2 == 1,
-        "model.kernel_size",
-        k,
-        "use an odd positive size (3, 5 or 7) so padding k//2 keeps H and W",
-    )
-    _check(m.blocks >= 1, "model.blocks", m.blocks, "use at least 1 conv block per stage")
-    try:
-        effective_widths(m)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def _check_data(d: DictConfig) -> None:
-    for key in ("batch_size", "eval_batch_size", "synthetic_train_size", "synthetic_test_size"):
-        _check(d[key] > 0, f"data.{key}", d[key], "use a positive number")
-    _check(
-        d.val_size >= 0, "data.val_size", d.val_size, "use 0 (validate on the test set) or a positive count"
-    )
-    _check(0 <= d.translate <= 8, "data.translate", d.translate, "use a shift in pixels from 0 to 8")
-    _check(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
-           "use null (all training images) or a positive count")  # fmt: skip
-    if d.source == "folder" and not Path(os.path.expanduser(d.root)).is_dir():
-        raise ConfigError(
-            f"data.root={d.root!r} is not a folder; with data.source=folder it must hold train/ and test/ "
-            "class folders (see the README, 'Use a local copy of CIFAR-10')"
-        )
-
-
-def _check_optim(o: DictConfig) -> None:
-    _check(o.lr > 0, "optim.lr", o.lr, "use a positive learning rate")
-    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "use a value in [0, 1)")
-    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas),
-           "give two values in [0, 1), e.g. [0.9,0.999]")  # fmt: skip
-    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "use 0 or a positive value")
-    _check(0 <= o.label_smoothing < 1, "optim.label_smoothing", o.label_smoothing, "use a value in [0, 1)")
-    _check(0 <= o.warmup < 1, "optim.warmup", o.warmup, "use a fraction of the training steps in [0, 1)")
-    ms = list(o.milestones)
-    _check(all(m > 0 for m in ms) and ms == sorted(ms), "optim.milestones", ms,
-           "give increasing epochs at which the step schedule multiplies the lr by optim.gamma")  # fmt: skip
-    _check(0 < o.gamma <= 1, "optim.gamma", o.gamma, "use a factor in (0, 1]")
-    _check(
-        not o.nesterov or o.momentum > 0, "optim.nesterov", o.nesterov, "Nesterov needs optim.momentum > 0"
-    )
-    _check(o.bias_lr_scale > 0, "optim.bias_lr_scale", o.bias_lr_scale, "use a positive factor (1 = off)")
-    _check(o.bias_lr_scale == 1 or o.decoupled, "optim.bias_lr_scale", o.bias_lr_scale,
-           "a separate lr for BatchNorm biases needs optim.decoupled=true (or use 1)")  # fmt: skip
-    _check(not o.decoupled or o.name == "sgd", "optim.decoupled", o.decoupled,
-           "the decoupled (airbench) parametrisation is for optim.name=sgd")  # fmt: skip
-    _check(o.train_epochs is None or o.train_epochs > 0, "optim.train_epochs", o.train_epochs,
-           "use null (trainer.max_epochs) or a positive, possibly fractional, number of epochs")  # fmt: skip
-
-
-def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
-    _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "use at least 1 epoch")
-    _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "use at least 1 node")
-    _check(
-        t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps, "use a positive number"
-    )
-    devices = t.devices
-    ok = devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1))
-    ok = ok or (OmegaConf.is_list(devices) and len(devices) > 0)
-    _check(
-        ok, "trainer.devices", devices, "use a positive count, -1 (all), auto, or a list of device indices"
-    )
-    if batch_size is not None and isinstance(devices, int) and devices >= 1:
-        world = devices * t.num_nodes
-        _check(batch_size % world == 0, "data.batch_size", batch_size,
-               f"it is the global batch and must divide evenly over {world} processes "
-               "(trainer.devices × trainer.num_nodes)")  # fmt: skip
-
-
 def check_accelerator(t: DictConfig) -> None:
     """Raise ConfigError when the ``trainer`` group asks for a CUDA GPU that this machine lacks.
 
@@ -408,50 +288,12 @@ def check_accelerator(t: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:
-    """Check ``cfg`` against ``schema`` and the value rules; return the typed config or raise ConfigError."""
+    """Check ``cfg`` against ``schema`` (types, choices) and the value rules of :mod:`config_rules`; return the
+    typed config or raise ConfigError."""
     try:
         node = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise _schema_error(err, schema) from None
-    if "model" in node:
-        _check_model(node.model)
-    if "optim" in node:
-        _check_optim(node.optim)
-    if "input_size" in node:
-        size = list(node.input_size)
-        _check(len(size) == 4 and all(n > 0 for n in size) and size[1] == 3, "input_size", size,
-               "give N,C,H,W with C=3, e.g. [1,3,256,256]")  # fmt: skip
-    if "eval" in node:
-        shift = node.eval.max_shift
-        _check(0 <= shift < 16, "eval.max_shift", shift, "use 0 (off) or a shift in pixels below 16")
-        if "tta_level" in node.eval:
-            level = node.eval.tta_level
-            _check(
-                level in (0, 1, 2),
-                "eval.tta_level",
-                level,
-                "use 0 (off), 1 (mirror) or 2 (mirror + translate)",
-            )
-    if "data" in node:
-        _check_data(node.data)
-    if "trainer" in node:
-        _check_trainer(node.trainer, node.data.batch_size)
-    if "optim" in node and "trainer" in node and node.optim.train_epochs is not None:
-        epochs = node.optim.train_epochs
-        _check(math.ceil(epochs) <= node.trainer.max_epochs, "optim.train_epochs", epochs,
-               f"it ends in epoch {math.ceil(epochs)}, after trainer.max_epochs={node.trainer.max_epochs}; "
-               f"set trainer.max_epochs={math.ceil(epochs)}")  # fmt: skip
-    if "checkpoint" in node:
-        _check_resume(node)
+    config_rules.check(node)
     return node
-
-
-def _check_resume(t: DictConfig) -> None:
-    n = t.checkpoint.every_n_steps
-    _check(n is None or n >= 1, "checkpoint.every_n_steps", n,
-           "use null (checkpoints at epoch ends only) or a positive number of steps")  # fmt: skip
-    if t.ckpt_path is not None and not Path(os.path.expanduser(t.ckpt_path)).is_file():
-        raise ConfigError(
-            f"ckpt_path={t.ckpt_path} is not a file; pass a .ckpt from a run's checkpoints/ folder to resume it"
-        )
