@@ -73,9 +73,11 @@ def build_optimizer(
     total = max(1, total_steps)
     warmup = max(1, int(cfg.warmup * total))
     if cfg.schedule == "onecycle":
-        # Linear up to lr over the warm-up, linear down to ~0; momentum left as configured.
+        # Linear up to lr over the warm-up, linear down to ~0; momentum left as configured. At least two warm-up
+        # steps: OneCycleLR divides by zero when the warm-up is exactly one step (e.g. 0.2 of 5 steps).
+        pct_start = min(max(cfg.warmup, 2 / total), 0.999)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=min(max(cfg.warmup, 1e-3), 0.999),
+            opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=pct_start,
             anneal_strategy="linear", cycle_momentum=False, div_factor=25.0, final_div_factor=1e3,
         )  # fmt: skip
     elif cfg.schedule == "cosine":
