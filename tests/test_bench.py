@@ -75,7 +75,19 @@ def test_bench_writes_every_strategy_with_ratio_versions_and_hardware(tmp_path):
     assert (tmp_path / "run" / "tb" / "bench,downsample=conv").is_dir()
 
 
-def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
+# Beyond the defaults: every augmentation key and the loss keys (airbench's), which each path must apply alike.
+NON_DEFAULT_DATA_AND_LOSS = [
+    "data.translate=2",
+    "data.translate_mode=reflect",
+    "data.flip=alternating",
+    "optim.label_smoothing=0.2",
+    "optim.loss_reduction=sum",
+    "optim.lr=0.0008",  # 0.05 / the batch of 64: the summed loss's gradients are 64x the mean's
+]
+
+
+@pytest.mark.parametrize("extra", [[], NON_DEFAULT_DATA_AND_LOSS], ids=["defaults", "augment-and-loss-keys"])
+def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path, extra):
     """Same initial weights, batches, augmentation, loss and optimiser: interleaved, the two paths' losses still
     agree window by window, and fall."""
     overrides = [
@@ -84,6 +96,7 @@ def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path):
         "trainer.precision=32-true",
         "optim.schedule=constant",
         "optim.lr=0.05",
+        *extra,
     ]
     cfg = validate_bench(compose_config("bench", overrides, run_dir=tmp_path / "run"))
     plan = Plan(warmup_steps=1, window_steps=3, windows=4)
@@ -185,6 +198,7 @@ def test_raw_loop_takes_each_schedule_from_the_classifier(tmp_path, schedule):
         (["bench.strategies=[]"], r"bench.strategies=\[\] is not valid; list one or more of maxpool, conv"),
         (["bench.windows=0"], r"bench.windows=0 is not valid; use an integer >= 1"),
         (["bench.warmup_steps=0"], r"bench.warmup_steps=0 is not valid; use an integer >= 1"),
+        (["bench.threads=0"], r"bench.threads=0 is not valid; use null \(torch's default\) or an integer >= 1"),
         (["trainer.devices=2"], r"trainer.devices=2 trainer.num_nodes=1 is not valid for the bench"),
         (["trainer.fast_dev_run=true"], r"trainer.fast_dev_run=True is not valid for the bench"),
         (["trainer.precision=bf16-true"], r"trainer.precision=bf16-true \(runs as bf16-true\) is not supported"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from downsample_lab.config import EvalConfig, validate
+from downsample_lab.config import EvalConfig, ModelConfig, OptimConfig, plain, typed, validate
 from downsample_lab.errors import ConfigError
 
 from .conftest import compose_config, run_cli
@@ -57,3 +57,18 @@ def test_bad_override_from_the_command_line_exits_2_without_traceback(tmp_path):
     assert "error: model.downsample='strided' is not valid; choose one of maxpool, conv" in result.stderr
     assert "Traceback" not in result.stderr
     assert '"status": "failed"' in (tmp_path / "run" / "status.json").read_text()
+
+
+def test_a_checkpoints_saved_groups_become_typed_objects_or_name_the_key():
+    # Classifier.load_from_checkpoint hands the plain dicts a checkpoint saved to typed(); a key that an older
+    # version did not save, or a value no longer valid, is named with its group.
+    cfg = validate(compose_config("train", ["model.downsample=conv"]))
+    model = typed(ModelConfig, plain(cfg.model), "model")
+    assert isinstance(model, ModelConfig) and model.downsample == "conv" and plain(model) == plain(cfg.model)
+    old = {k: v for k, v in plain(cfg.optim).items() if k != "loss_reduction"}
+    with pytest.raises(
+        ConfigError, match=r"^optim\.loss_reduction has no value \(saved by an older version\?\)$"
+    ):
+        typed(OptimConfig, old, "optim")
+    with pytest.raises(ConfigError, match=r"^model\.downsample='cnv' is not valid; .*did you mean conv\?$"):
+        typed(ModelConfig, {**plain(cfg.model), "downsample": "cnv"}, "model")

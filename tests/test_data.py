@@ -155,7 +155,7 @@ def test_random_crop_flip_translates_and_mirrors():
         torch.arange(2 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 32, 32)
     )
     images = images.repeat(200, 1, 1, 1)
-    out = random_crop_flip(images)
+    out = random_crop_flip(images, padding=4, flip=True, mode="zeros")
     assert out.shape == images.shape and out.dtype == torch.uint8
     # The reference: torchvision's RandomCrop(32, padding=4) then RandomHorizontalFlip, as 9 x 9 x 2 outcomes.
     padded = torch.nn.functional.pad(images, (4, 4, 4, 4))

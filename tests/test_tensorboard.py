@@ -23,11 +23,18 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf, read_write
 from tensorboard.plugins.hparams import api_pb2, metadata
 
-from downsample_lab.config import TrainConfig
+from downsample_lab.config import TrainConfig, validate
 from downsample_lab.entry import sweep_summary
 from downsample_lab.resolvers import job_dirname, planned_jobs, short_dirname
 from downsample_lab.train import run_name
-from downsample_lab.trainer import _schema_kinds, hparam_values, hparams_summaries, swept_keys, trial_name
+from downsample_lab.trainer import (
+    _schema_kinds,
+    hparam_metrics,
+    hparam_values,
+    hparams_summaries,
+    swept_keys,
+    trial_name,
+)
 
 from .conftest import TINY, compose_config, run_cli
 
@@ -74,6 +81,13 @@ def test_experiment_marks_differing_keys_and_orders_the_metrics():
     assert types["data.augment"] == api_pb2.DATA_TYPE_BOOL
     assert types["data.train_subset"] == api_pb2.DATA_TYPE_FLOAT64
     assert _start(summaries).group_name == "x"
+
+
+@pytest.mark.parametrize(("level", "tta_listed"), [(0, False), (2, True)])
+def test_hparams_list_the_tta_accuracy_when_the_run_tests_with_tta(level, tta_listed):
+    metrics = hparam_metrics(validate(compose_config("train", [f"eval.tta_level={level}"])))
+    assert ("test/acc_tta" in metrics) == tta_listed
+    assert metrics[0] == "test/acc" and (metrics[1] == "test/acc_tta") == tta_listed
 
 
 def test_swept_keys_are_read_from_the_sweeps_multirun_yaml(tmp_path):

@@ -68,7 +68,6 @@ from downsample_lab.machine import (
     reset_peak_memory,
     versions,
 )
-from downsample_lab.models import DOWNSAMPLE_NAMES
 from downsample_lab.rawloop import RawLoop
 from downsample_lab.trainer import distributed_job, resolve_precision, uses_cuda
 
@@ -84,24 +83,14 @@ BENCH_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
 def validate_bench(cfg: DictConfig) -> DictConfig:
-    """Check the bench config (model, data, optim, trainer and ``bench``); return it typed or raise ConfigError."""
+    """Check the bench config (model, data, optim, trainer and ``bench``), and that it is one the bench can run
+    here (one device, a precision both paths run alike); return it typed or raise ConfigError."""
     cfg = validate(cfg, BenchConfig)
-    b, t = cfg.bench, cfg.trainer
+    t = cfg.trainer
     if cfg.model.name != "cnn":
         raise ConfigError(
             f"model.name={cfg.model.name} is not valid for the bench; bench.strategies are model.downsample "
             "values of model.name=cnn"
-        )
-    if not b.strategies:
-        raise ConfigError(
-            f"bench.strategies={list(b.strategies)} is not valid; list one or more of {', '.join(DOWNSAMPLE_NAMES)}"
-        )
-    for key in ("warmup_steps", "window_steps", "windows"):
-        if b[key] < 1:
-            raise ConfigError(f"bench.{key}={b[key]} is not valid; use an integer >= 1")
-    if b.threads is not None and b.threads < 1:
-        raise ConfigError(
-            f"bench.threads={b.threads} is not valid; use null (torch's default) or an integer >= 1"
         )
     devices = t.devices
     one = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)

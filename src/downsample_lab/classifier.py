@@ -19,7 +19,7 @@ from downsample_lab.data.augment import normalize
 from downsample_lab.models import build_model
 from downsample_lab.models.fast import WHITEN_IMAGES
 from downsample_lab.models.summary import count_params, forward_flops
-from downsample_lab.optim import build_optimizer
+from downsample_lab.optim import build_optimizer, training_loss
 from downsample_lab.tta import tta_logits
 
 
@@ -50,7 +50,10 @@ class Classifier(L.LightningModule):
         batch_size: int,
     ) -> None:
         super().__init__()
-        self.model_cfg, self.optim_cfg = typed(ModelConfig, model), typed(OptimConfig, optim)
+        self.model_cfg, self.optim_cfg = (
+            typed(ModelConfig, model, "model"),
+            typed(OptimConfig, optim, "optim"),
+        )
         self.save_hyperparameters(
             {"model": plain(self.model_cfg), "optim": plain(self.optim_cfg), "max_shift": max_shift,
              "tta_level": tta_level, "batch_size": batch_size}
@@ -93,17 +96,14 @@ class Classifier(L.LightningModule):
         """Logits for a batch of normalised images."""
         return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         # Sync-free: metrics are updated on the device and logged at epoch ends (``on_*_epoch_end``); nothing
         # here reads a value on the host or builds a tensor from a Python number.
         images, labels = batch
         logits = self(images)
-        self.metrics[f"{stage}_acc"].update(logits.detach(), labels)
-        if stage == "train":
-            return F.cross_entropy(logits, labels, label_smoothing=self.optim_cfg.label_smoothing)
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        self.metrics[f"{stage}_loss"].update(losses)  # per image: no weight built from len(labels)
-        return losses.mean()
+        self.metrics[f"{stage}_acc"].update(logits, labels)
+        # per image: no weight built from len(labels)
+        self.metrics[f"{stage}_loss"].update(F.cross_entropy(logits, labels, reduction="none"))
 
     def _is_log_step(self) -> bool:
         # The steps at which Lightning hands logged values to the logger (``trainer.log_every_n_steps``; its
@@ -142,13 +142,13 @@ class Classifier(L.LightningModule):
             self.net.whiten.bias.requires_grad_(self.current_epoch < epochs)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+        images, labels = batch
+        logits = self(images)
+        self.metrics["train_acc"].update(logits.detach(), labels)
+        global_batch = len(labels) * self.trainer.world_size
+        loss, mean = training_loss(logits, labels, self.optim_cfg, global_batch)
         if self._is_log_step():  # train/lr/<group>: Lightning's LearningRateMonitor, at the same steps
-            self.log("train/loss", loss, on_step=True, on_epoch=False)
-        if self.optim_cfg.loss_reduction == "sum":
-            # airbench's summed loss; the logged train/loss stays the mean. Under DDP the gradients are averaged
-            # over processes, so × world size makes them the sum over the global batch.
-            loss = loss * (len(batch[1]) * self.trainer.world_size)
+            self.log("train/loss", mean, on_step=True, on_epoch=False)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -168,7 +168,7 @@ class Classifier(L.LightningModule):
         return max(1, min(total, math.ceil(epochs * self.trainer.num_training_batches)))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval_metrics("val")
@@ -187,7 +187,7 @@ class Classifier(L.LightningModule):
         self._shift_generator = torch.Generator(device=self.device).manual_seed(1234 + self.global_rank)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._eval_step(batch, "test")
         if self.tta_level > 0:
             logits = tta_logits(self, batch[0], self.tta_level)
             self.metrics["test_tta_acc"].update(logits, batch[1])

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported where used: cli.py needs this module before torch is loaded
+if (
+    TYPE_CHECKING
+):  # imported where used: cli.py imports this module, and the command line starts without Lightning
     import lightning as L
     import torch
 

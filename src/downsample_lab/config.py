@@ -19,6 +19,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
@@ -217,15 +218,18 @@ class BenchConfig:
 Config = TypeVar("Config")
 
 
-def typed(schema: type[Config], value: Config | Mapping[str, Any]) -> Config:
+def typed(schema: type[Config], value: Config | Mapping[str, Any], group: str = "") -> Config:
     """``value`` as a ``schema`` object: as it is, or a mapping (a validated config node, the hyperparameters a
-    checkpoint saved) merged into the schema; raises ConfigError naming a key that does not fit."""
+    checkpoint saved) merged into the schema; raises ConfigError naming the key (``group.key``) that does not
+    fit, e.g. one a checkpoint of an older version lacks."""
     if isinstance(value, schema):
         return value
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), value))  # type: ignore[return-value]
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{group}.{err.full_key} has no value (saved by an older version?)") from None
     except OmegaConfBaseException as err:
-        raise _schema_error(err, schema) from None
+        raise _schema_error(err, schema, f"{group}." if group else "") from None
 
 
 def plain(value: Any) -> Any:
@@ -249,27 +253,32 @@ def _choice_of(schema: type, key: str) -> type[Choice] | None:
     return None
 
 
-def _schema_error(err: OmegaConfBaseException, schema: type) -> ConfigError:
+def _schema_error(err: OmegaConfBaseException, schema: type, prefix: str = "") -> ConfigError:
     key = err.full_key or "?"
+    shown = prefix + key  # the key as a user writes it
     if isinstance(err, ConfigKeyError):
         parent = key.rsplit(".", 1)[0] if "." in key else None
         node = OmegaConf.structured(schema)
         valid = OmegaConf.select(node, parent) if parent else node
         names = ", ".join(valid.keys()) if isinstance(valid, DictConfig) else ""
-        where = f"the {parent} group" if parent else "the top level"
-        return ConfigError(f"{key} is not a config key; {where} has: {names}")
+        where = (
+            f"the {prefix}{parent} group"
+            if parent
+            else (f"the {prefix[:-1]} group" if prefix else "the top level")
+        )
+        return ConfigError(f"{shown} is not a config key; {where} has: {names}")
     if isinstance(err, MissingMandatoryValue):
-        return ConfigError(f"{key} has no value; set it, e.g. {key}=<value>")
+        return ConfigError(f"{shown} has no value; set it, e.g. {shown}=<value>")
     choice = _choice_of(schema, key) if isinstance(err, ValidationError) else None
     if choice is not None:
         names = list(choice.__members__)
         return ConfigError(
-            f"{key}={err.value!r} is not valid; choose one of {', '.join(names)}"
+            f"{shown}={err.value!r} is not valid; choose one of {', '.join(names)}"
             f"{did_you_mean(str(err.value), names)}"
         )
     if isinstance(err, ValidationError):
-        return ConfigError(f"{key}={err.value!r} has the wrong type; {str(err.msg).splitlines()[0]}")
-    return ConfigError(f"{key}: {str(err.msg).splitlines()[0]}")
+        return ConfigError(f"{shown}={err.value!r} has the wrong type; {str(err.msg).splitlines()[0]}")
+    return ConfigError(f"{shown}: {str(err.msg).splitlines()[0]}")
 
 
 def check_accelerator(t: DictConfig) -> None:
@@ -278,8 +287,6 @@ def check_accelerator(t: DictConfig) -> None:
     Not part of :func:`validate`: a GPU config (``experiment=ablation``) is still valid on a CPU machine, it
     cannot run there.
     """
-    import torch  # here, not at the top: the schema itself needs no torch
-
     if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and torch sees none "

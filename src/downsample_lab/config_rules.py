@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.errors import ConfigError
-from downsample_lab.models import effective_widths
+from downsample_lab.models import DOWNSAMPLE_NAMES, effective_widths
 
 
 def check(node: DictConfig) -> None:
@@ -48,6 +48,8 @@ def check(node: DictConfig) -> None:
                f"set trainer.max_epochs={math.ceil(epochs)}")  # fmt: skip
     if "checkpoint" in node:
         _check_resume(node)
+    if "bench" in node:
+        _check_bench(node.bench)
 
 
 def _shown(value: Any) -> str:
@@ -172,6 +174,15 @@ def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
         _check(batch_size % world == 0, "data.batch_size", batch_size,
                f"it is the global batch and must divide evenly over {world} processes "
                "(trainer.devices × trainer.num_nodes)")  # fmt: skip
+
+
+def _check_bench(b: DictConfig) -> None:
+    _check(len(b.strategies) > 0, "bench.strategies", [str(s) for s in b.strategies],
+           f"list one or more of {', '.join(DOWNSAMPLE_NAMES)}")  # fmt: skip
+    for key in ("warmup_steps", "window_steps", "windows"):
+        _check(b[key] >= 1, f"bench.{key}", b[key], "use an integer >= 1")
+    _check(b.threads is None or b.threads >= 1, "bench.threads", b.threads,
+           "use null (torch's default) or an integer >= 1")  # fmt: skip
 
 
 def _check_resume(t: DictConfig) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.callbacks import EpochThroughput, synchronize
@@ -133,7 +134,10 @@ def run_lightning(
     trainer_cfg.enable_checkpointing = False  # train's checkpoints are written after validation
     timer = InterleavedTimer(plan, raw, other_bytes)
     trainer = build_trainer(
-        trainer_cfg, run_dir=out, callbacks=[EpochThroughput(), timer], logger=tensorboard_logger(out, name)
+        trainer_cfg,
+        run_dir=out,
+        callbacks=[EpochThroughput(), LearningRateMonitor(logging_interval="step"), timer],
+        logger=tensorboard_logger(out, name),
     )
     trainer.fit(clf, datamodule=datamodule)
     if len(timer.lightning.window_images_per_sec) != plan.windows:

@@ -1,5 +1,5 @@
-"""The optimiser and its learning-rate schedule, from the ``optim`` config group: one pure function that the
-LightningModule (``Classifier.configure_optimizers``) and the bench's raw loop both call.
+"""The optimiser, its learning-rate schedule and the training loss, from the ``optim`` config group: pure
+functions that the LightningModule (``Classifier``) and the bench's raw loop both call.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
@@ -16,6 +17,20 @@ if TYPE_CHECKING:
 
 KILO = 1024  # airbench's unit: lr and weight decay are given per 1024 examples
 TRIANGLE_START = 0.2  # the triangular schedule starts at this fraction of the peak lr
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def training_loss(
+    logits: torch.Tensor, labels: torch.Tensor, cfg: OptimConfig, global_batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to backpropagate, and the mean cross-entropy (what ``train/loss`` shows), of a training batch.
+
+    Cross-entropy with ``optim.label_smoothing``; with ``optim.loss_reduction=sum`` (airbench's summed loss)
+    times ``global_batch``: under DDP gradients are averaged over the processes, so the global batch, not the
+    local one, makes them the sum over the global batch.
+    """
+    mean = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    return (mean * global_batch if cfg.loss_reduction == "sum" else mean), mean
 
 
 def param_groups(net: nn.Module, cfg: OptimConfig, batch_size: int | None) -> list[dict[str, Any]]:
@@ -42,11 +57,7 @@ def param_groups(net: nn.Module, cfg: OptimConfig, batch_size: int | None) -> li
     scale = KILO * (1 + 1 / (1 - cfg.momentum))
     lr = cfg.lr / scale
     decay = cfg.weight_decay * batch_size / scale
-    bn_biases = {
-        id(m.bias)
-        for m in net.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
-    }
+    bn_biases = {id(m.bias) for m in net.modules() if isinstance(m, BATCH_NORMS) and m.bias is not None}
     trainable = [p for p in net.parameters() if p.requires_grad]
     biases = [p for p in trainable if id(p) in bn_biases]
     others = [p for p in trainable if id(p) not in bn_biases]

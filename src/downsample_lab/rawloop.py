@@ -14,16 +14,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.callbacks import synchronize
 from downsample_lab.classifier import Classifier
-from downsample_lab.data.augment import normalize, random_crop_flip
+from downsample_lab.config import DataConfig
+from downsample_lab.data.augment import augment, normalize
 from downsample_lab.data.cifar10 import epoch_batches
 from downsample_lab.data.sources import Split
-from downsample_lab.optim import build_optimizer
+from downsample_lab.optim import build_optimizer, training_loss
 
 # No epoch limit: max_steps ends the Lightning path's run; both paths build their LR schedule with it.
 LIGHTNING_MAX_EPOCHS = -1
@@ -71,6 +71,8 @@ class RawLoop:
         total_steps: int,
     ) -> None:
         self.device, self.cfg = device, cfg
+        self.data: DataConfig = OmegaConf.to_object(cfg.data)
+        self.optim = clf.optim_cfg
         self.net = clf.net.to(device).train()
         self.opt, self.sched = build_optimizer(
             self.net, clf.optim_cfg, total_steps, LIGHTNING_MAX_EPOCHS, cfg.data.batch_size
@@ -107,11 +109,12 @@ class RawLoop:
             self._rng = self._get_rng()
             self._set_rng(outer)
 
-    def _batch_indices(self) -> Iterator[torch.Tensor]:
+    def _batch_indices(self) -> Iterator[tuple[int, torch.Tensor]]:
         c, epoch = self.cfg, 0
         while True:
             batches = epoch_batches(len(self.labels), c.data.batch_size, c.seed + epoch, self.data_device)
-            yield from limited_batches(batches, c.trainer.limit_train_batches)
+            for idx in limited_batches(batches, c.trainer.limit_train_batches):
+                yield epoch, idx
             epoch += 1
 
     def run(self, steps: int) -> int:
@@ -119,18 +122,16 @@ class RawLoop:
         if self.steps_done + steps > self.total_steps:
             raise ValueError(f"the schedule has {self.total_steps} steps; {self.steps_done} are done")
         c = self.cfg
-        smoothing, clip = c.optim.label_smoothing, c.trainer.gradient_clip_val
+        clip = c.trainer.gradient_clip_val
         images = 0
         with self._own_rng():
             for _ in range(steps):
-                idx = next(self._batches)
+                epoch, idx = next(self._batches)
                 x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
                 y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
-                if c.data.augment:
-                    x = random_crop_flip(x)
-                x = normalize(x, c.model.channels_last)
+                x = normalize(augment(x, self.data, epoch), c.model.channels_last)
                 with self.precision_plugin.train_step_context():
-                    loss = F.cross_entropy(self.net(x), y, label_smoothing=smoothing)
+                    loss, _ = training_loss(self.net(x), y, self.optim, len(y))
                 self.opt.zero_grad(set_to_none=True)
                 if self.scaler is not None:
                     self.scaler.scale(loss).backward()

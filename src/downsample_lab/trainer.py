@@ -333,7 +333,7 @@ def hparams_summaries(
 
 def hparam_metrics(cfg: DictConfig) -> tuple[str, ...]:
     """:data:`HPARAM_METRICS`, with ``test/acc_tta`` after ``test/acc`` when the run tests with TTA."""
-    if OmegaConf.select(cfg, "eval.tta", default=False):
+    if OmegaConf.select(cfg, "eval.tta_level", default=0) > 0:
         return (HPARAM_METRICS[0], TTA_METRIC, *HPARAM_METRICS[1:])
     return HPARAM_METRICS
 

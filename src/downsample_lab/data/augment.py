@@ -7,17 +7,36 @@ batch, where per-sample augmentation libraries would add per-call overhead large
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from downsample_lab.config import DataConfig
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-def random_crop_flip(
-    images: torch.Tensor, padding: int = 4, flip: bool = True, mode: str = "zeros"
-) -> torch.Tensor:
+def augment(images: torch.Tensor, data: DataConfig, epoch: int) -> torch.Tensor:
+    """The training augmentation the ``data`` group asks for, of a uint8 batch in ``epoch`` (0-based).
+
+    ``data.translate`` pixels of shift (``data.translate_mode`` at the border) and the flip: a random half of
+    the batch (``data.flip=random``), or, for ``alternating``, every image in odd epochs (the fixed random half
+    of airbench's alternating flip is flipped once, in the data module's setup). Nothing with
+    ``data.augment=false``. The data module and the bench's raw loop both call this.
+    """
+    if not data.augment:
+        return images
+    alternating = data.flip == "alternating"
+    images = random_crop_flip(images, data.translate, flip=not alternating, mode=str(data.translate_mode))
+    if alternating and epoch % 2 == 1:
+        images = images.flip(-1)  # every image shows its other side in odd epochs
+    return images
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, flip: bool, mode: str) -> torch.Tensor:
     """Random ``padding``-pixel translation and random horizontal flip of a uint8 batch ``(N,C,H,W)``.
 
     Equivalent to torchvision's ``RandomCrop(H, padding, padding_mode=...)`` + ``RandomHorizontalFlip()`` per

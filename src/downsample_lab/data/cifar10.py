@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 
-from downsample_lab.data.augment import normalize, random_crop_flip
+from downsample_lab.data.augment import augment, normalize
 from downsample_lab.data.sources import SPLITS, Split, load_split
 from downsample_lab.errors import ConfigError
 
@@ -228,10 +228,6 @@ class CIFAR10DataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment (training only) and normalise on the device the batch now lives on."""
         images, labels = batch
-        c = self.data_cfg
-        if self.trainer is not None and self.trainer.training and c.augment:
-            alternating = c.flip == "alternating"
-            images = random_crop_flip(images, c.translate, flip=not alternating, mode=c.translate_mode)
-            if alternating and self.trainer.current_epoch % 2 == 1:
-                images = images.flip(-1)  # every image shows its other side in odd epochs
+        if self.trainer is not None and self.trainer.training:
+            images = augment(images, self.data_cfg, self.trainer.current_epoch)
         return normalize(images, self.channels_last), labels
