@@ -13,12 +13,13 @@ import os
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import compat
 from downsample_lab.bench import BENCH_PRECISIONS, build_classifier, validate_bench
 from downsample_lab.config import Schedule
 from downsample_lab.data import CIFAR10DataModule
+from downsample_lab.data.sources import Split
 from downsample_lab.errors import ConfigError
 from downsample_lab.interleave import Plan, run_lightning
 from downsample_lab.rawloop import RawLoop, precision_plugin
@@ -75,6 +76,17 @@ def test_bench_writes_every_strategy_with_ratio_versions_and_hardware(tmp_path):
     assert (tmp_path / "run" / "tb" / "bench,downsample=conv").is_dir()
 
 
+def tiny_bench(tmp_path, overrides: list[str]) -> tuple[DictConfig, Split]:
+    """The validated bench config of ``overrides`` (its run in ``tmp_path / "run"``) and the training split
+    that ``bench`` gives both paths."""
+    cfg = validate_bench(compose_config("bench", overrides, run_dir=tmp_path / "run"))
+    dm = CIFAR10DataModule(
+        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
+    )
+    dm.setup("fit")
+    return cfg, dm.train_set
+
+
 # Beyond the defaults: every augmentation key and the loss keys (airbench's), which each path must apply alike.
 NON_DEFAULT_DATA_AND_LOSS = [
     "data.translate=2",
@@ -98,16 +110,11 @@ def test_raw_loop_and_lightning_path_train_the_same_steps(tmp_path, extra):
         "optim.lr=0.05",
         *extra,
     ]
-    cfg = validate_bench(compose_config("bench", overrides, run_dir=tmp_path / "run"))
+    cfg, train = tiny_bench(tmp_path, overrides)
     plan = Plan(warmup_steps=1, window_steps=3, windows=4)
-    dm = CIFAR10DataModule(
-        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
-    )
-    dm.prepare_data()
-    dm.setup("fit")
     raw_clf = build_classifier(cfg, "conv")
     raw_before = [p.detach().clone() for p in raw_clf.net.parameters()]
-    raw = RawLoop(raw_clf, dm.train_set, cfg, torch.device("cpu"), "32-true", plan.total_steps)
+    raw = RawLoop(raw_clf, train, cfg, torch.device("cpu"), "32-true", plan.total_steps)
     raw.run(plan.warmup_steps)
     lit_clf = build_classifier(cfg, "conv")
     lit_before = [p.detach().clone() for p in lit_clf.net.parameters()]
@@ -138,11 +145,7 @@ def test_raw_loop_runs_its_forward_in_the_lightning_paths_autocast(tmp_path, pre
     """Each path's network forward, recorded by a hook: the same autocast state (dtype and weight-cast cache
     included) in the raw loop as in Lightning's training step, and bf16 logits exactly under bf16-mixed."""
     overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", f"trainer.precision={precision}"]
-    cfg = validate_bench(compose_config("bench", overrides, run_dir=tmp_path / "run"))
-    dm = CIFAR10DataModule(
-        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
-    )
-    dm.setup("fit")
+    cfg, train = tiny_bench(tmp_path, overrides)
     seen: dict[str, set] = {"raw": set(), "lightning": set()}
 
     def record(path: str, clf):
@@ -152,7 +155,7 @@ def test_raw_loop_runs_its_forward_in_the_lightning_paths_autocast(tmp_path, pre
         return clf
 
     plan = Plan(warmup_steps=1, window_steps=1, windows=1)
-    raw = RawLoop(record("raw", build_classifier(cfg, "maxpool")), dm.train_set, cfg, torch.device("cpu"),
+    raw = RawLoop(record("raw", build_classifier(cfg, "maxpool")), train, cfg, torch.device("cpu"),
                   precision, plan.total_steps)  # fmt: skip
     run_lightning(
         record("lightning", build_classifier(cfg, "maxpool")), cfg, tmp_path / "run", "t", plan, raw
@@ -179,12 +182,8 @@ def test_raw_loop_takes_the_precision_plugin_a_trainer_builds(precision):
 def test_raw_loop_takes_each_schedule_from_the_classifier(tmp_path, schedule):
     """The raw loop builds the optimiser and every schedule itself (``optim.build_optimizer``), no trainer needed."""
     overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", f"optim.schedule={schedule}"]
-    cfg = validate_bench(compose_config("bench", overrides))
-    dm = CIFAR10DataModule(
-        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
-    )
-    dm.setup("fit")
-    raw = RawLoop(build_classifier(cfg, "maxpool"), dm.train_set, cfg, torch.device("cpu"), "32-true", 4)
+    cfg, train = tiny_bench(tmp_path, overrides)
+    raw = RawLoop(build_classifier(cfg, "maxpool"), train, cfg, torch.device("cpu"), "32-true", 4)
     assert raw.run(4) == 4 * cfg.data.batch_size
     assert math.isfinite(float(raw.last_loss)) and math.isfinite(raw.opt.param_groups[0]["lr"])
     with pytest.raises(ValueError, match="the schedule has 4 steps"):
@@ -219,16 +218,21 @@ def test_bad_override_from_the_command_line_exits_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_mistyped_bench_key_gets_one_line_with_the_key_it_meant(tmp_path):
+    result = run_cli("bench", "bench.window=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: bench.window is not a config key; did you mean bench.windows? (the bench group has: strategies, "
+        "warmup_steps, window_steps, windows, threads, out)"
+    )
+
+
 def test_raw_loop_builds_the_airbench_recipe_without_a_trainer(tmp_path):
     """optim=airbench (decoupled groups need the batch size; optim.train_epochs) in the raw loop and in the
     Lightning path's configure_optimizers: the same groups, learning rates and decays."""
     overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", "optim=airbench"]
-    cfg = validate_bench(compose_config("bench", overrides))
-    dm = CIFAR10DataModule(
-        OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
-    )
-    dm.setup("fit")
-    raw = RawLoop(build_classifier(cfg, "maxpool"), dm.train_set, cfg, torch.device("cpu"), "32-true", 4)
+    cfg, train = tiny_bench(tmp_path, overrides)
+    raw = RawLoop(build_classifier(cfg, "maxpool"), train, cfg, torch.device("cpu"), "32-true", 4)
     assert raw.run(4) == 4 * cfg.data.batch_size
     scale = 1024 * (1 + 1 / (1 - cfg.optim.momentum))
     groups = raw.opt.param_groups

@@ -29,6 +29,8 @@ def _argv(*overrides: str, name: str = "train", schema: type = TrainConfig) -> l
         (["trainer.max_epoch=1"], "train", TrainConfig, r"trainer.max_epoch is not a config key; did you mean trainer.max_epochs\?"),
         (["-m", "sed=0,1"], "train", TrainConfig, r"sed is not a config key; did you mean seed\?"),
         (["data.batchsize=8"], "eval", EvalConfig, r"did you mean data.batch_size\?"),
+        (["bench.threads=1"], "train", TrainConfig, r"^bench.threads is not a config key \(train has: seed, resume, ckpt_path, checkpoint, model,"),
+        (["foo=1"], "eval", EvalConfig, r"^foo is not a config key \(eval has: seed, ckpt_path, data, trainer, eval\)$"),
         (["model.kernel=5"], "shapes", ShapesConfig, r"did you mean model.kernel_size\?"),
         (["model=cnnn"], "train", TrainConfig, r"model=cnnn is not a model config; did you mean cnn\? \(configs/model/ has: "),
         (["-m", "trainer=cpu,gpux"], "train", TrainConfig, r"trainer=gpux is not a trainer config; did you mean gpu\?"),

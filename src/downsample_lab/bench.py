@@ -51,6 +51,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from downsample_lab import cli
 from downsample_lab.callbacks import synchronize
 from downsample_lab.classifier import Classifier
 from downsample_lab.config import BenchConfig, Downsample, ModelConfig, config_dir, plain, validate
@@ -131,14 +132,15 @@ def build_classifier(cfg: DictConfig, downsample: str) -> Classifier:
 
 def bench_strategy(
     cfg: DictConfig, name: str, train: Split, device: torch.device, precision: str, out: Path
-) -> dict[str, PathResult]:
-    """Both paths for one strategy: the raw loop's warm-up, then the interleaved windows."""
+) -> dict[str, Any]:
+    """Both paths for one strategy: the raw loop's warm-up, then the interleaved windows; its record."""
     b = cfg.bench
     plan = Plan(b.warmup_steps, b.window_steps, b.windows)
     gc.collect()  # the previous strategy's trainer and models hold memory through reference cycles
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    raw = RawLoop(build_classifier(cfg, name), train, cfg, device, precision, plan.total_steps)
+    clf = build_classifier(cfg, name)
+    raw = RawLoop(clf, train, cfg, device, precision, plan.total_steps)
     synchronize(device)
     reset_peak_memory(device)
     raw.run(plan.warmup_steps)
@@ -148,7 +150,7 @@ def bench_strategy(
         build_classifier(cfg, name), cfg, out, f"bench,downsample={name}", plan, raw
     )
     raw_result.peak_memory_bytes = raw_peak
-    return {"raw": raw_result, "lightning": lightning}
+    return strategy_record({"raw": raw_result, "lightning": lightning}, clf.n_params, clf.flops_per_image)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,7 +225,7 @@ def bench(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(b.threads)
     precision, why = resolve_precision(cfg.trainer)
     load_start = os.getloadavg()
-    steps = b.warmup_steps + b.windows * b.window_steps
+    steps = Plan(b.warmup_steps, b.window_steps, b.windows).total_steps
     log.info("Bench on %s, precision %s (%s): %d strategies x 2 paths x %d steps of batch %d.",
              device, precision, why, len(b.strategies), steps, cfg.data.batch_size)  # fmt: skip
 
@@ -237,10 +239,8 @@ def bench(cfg: DictConfig) -> dict[str, float]:
     results: dict[str, dict[str, Any]] = {}
     for name in b.strategies:
         log.info("Benchmarking %s.", name)
-        probe = build_classifier(cfg, name)
         others = OtherCpuLoad()
-        runs = bench_strategy(cfg, name, datamodule.train_set, device, precision, out)
-        results[name] = strategy_record(runs, probe.n_params, probe.flops_per_image)
+        results[name] = bench_strategy(cfg, name, datamodule.train_set, device, precision, out)
         results[name]["other_cpu_cores"] = others.cores()
 
     label = memory_kind(device)
@@ -267,10 +267,14 @@ def bench(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="bench")
-def main(cfg: DictConfig) -> None:
-    """``python -m`` entry point."""
+def _main(cfg: DictConfig) -> None:
     with distributed_job():
         run_task(bench, cfg, metric=None)
+
+
+def main() -> None:
+    """Console-script and ``python -m`` entry point."""
+    cli.run(_main, "bench", BenchConfig)
 
 
 if __name__ == "__main__":

@@ -120,10 +120,11 @@ def check_overrides(overrides: list[Any], config_name: str, schema: type) -> Non
         if key not in keys:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             siblings = [k for k in keys if "." in k and k.rsplit(".", 1)[0] == parent]
-            has = f" (the {parent} group has: {', '.join(k.rsplit('.', 1)[1] for k in siblings)})"
-            raise ConfigError(
-                f"{key} is not a config key{did_you_mean(key, keys)}" + (has if siblings else "")
-            )
+            if siblings:
+                has = f" (the {parent} group has: {', '.join(k.rsplit('.', 1)[1] for k in siblings)})"
+            else:
+                has = f" ({config_name} has: {', '.join(k for k in keys if '.' not in k)})"
+            raise ConfigError(f"{key} is not a config key{did_you_mean(key, keys)}{has}")
 
 
 def _is_true(value: Any) -> bool:

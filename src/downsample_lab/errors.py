@@ -22,9 +22,10 @@ class DataError(UserError):
 
 
 def did_you_mean(word: str, candidates: list[str]) -> str:
-    """``"; did you mean <the closest candidate>?"`` for a message, or ``""`` when none is close."""
-    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    return f"; did you mean {match[0]}?" if match else ""
+    """``"; did you mean <the closest candidate>?"`` for a message, or ``""`` when none is close (case aside)."""
+    lower = {c.lower(): c for c in candidates}
+    match = difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+    return f"; did you mean {lower[match[0]]}?" if match else ""
 
 
 def exit_with_error(err: UserError) -> NoReturn:
