@@ -114,6 +114,16 @@ def write_run(
     return run_dir
 
 
+def write_seeds(
+    root: Path, base: dict[str, Any], accs: Sequence[float], run: Any = None, **model: Any
+) -> None:
+    """One completed run per accuracy, seeds 0, 1, ..., of the arm whose ``model`` keys are ``model``; ``run(acc)``
+    gives each run's :func:`write_run` arguments (default: ``test_acc=acc``)."""
+    for seed, acc in enumerate(accs):
+        name = "_".join(map(str, [*model.values(), seed]))
+        write_run(root / name, make_cfg(base, seed, **model), **(run or (lambda a: {"test_acc": a}))(acc))
+
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory, base_cfg: dict[str, Any]) -> Path:
     """A multirun: maxpool and conv × 3 seeds, avgpool × 1, one failed and one running run.
@@ -308,11 +318,12 @@ def test_val_curve_is_per_epoch(built):
 
 def test_consistency_and_paper_columns_appear_when_logged(tmp_path, base_cfg):
     values = {"all_cnn_c": [0.90, 0.92], "strided_cnn_c": [0.88, 0.87]}
+
+    def run(acc: float) -> dict[str, float]:
+        return {"test_acc": acc, "consistency": acc - 0.1}
+
     for name, accs in values.items():
-        for seed, acc in enumerate(accs):
-            cfg = make_cfg(base_cfg, seed, downsample="conv")
-            cfg["model"]["name"] = name
-            write_run(tmp_path / "runs" / f"{name}_{seed}", cfg, test_acc=acc, consistency=acc - 0.1)
+        write_seeds(tmp_path / "runs", base_cfg, accs, run, downsample="conv", name=name)
     rep = report.build_report(tmp_path / "runs", tmp_path / "out")
     table = rep.table.set_index("arm")
     assert rep.keys == ["model.name"]
@@ -332,10 +343,12 @@ def test_consistency_and_paper_columns_appear_when_logged(tmp_path, base_cfg):
 
 def test_tta_accuracy_has_its_own_columns_when_logged(tmp_path, base_cfg):
     tta = {"maxpool": [0.91, 0.92, 0.90], "conv": [0.89, 0.90, 0.88]}
+
+    def run(acc: float) -> dict[str, float]:
+        return {"test_acc": acc - 0.01, "test_acc_tta": acc}
+
     for downsample, accs in tta.items():
-        for seed, acc in enumerate(accs):
-            cfg = make_cfg(base_cfg, seed, downsample=downsample)
-            write_run(tmp_path / "runs" / f"{downsample}_{seed}", cfg, test_acc=acc - 0.01, test_acc_tta=acc)
+        write_seeds(tmp_path / "runs", base_cfg, accs, run, downsample=downsample)
     rep = report.build_report(tmp_path / "runs", tmp_path / "out")
     table = rep.table.set_index("arm")
     assert (
@@ -357,9 +370,7 @@ def test_each_arm_is_tested_against_the_maxpool_arm_of_its_kernel_size(tmp_path,
         ("conv", 5): [0.75, 0.74],
     }
     for (downsample, k), values in accs.items():
-        for seed, acc in enumerate(values):
-            cfg = make_cfg(base_cfg, seed, downsample=downsample, kernel_size=k)
-            write_run(tmp_path / "runs" / f"{downsample}_{k}_{seed}", cfg, test_acc=acc)
+        write_seeds(tmp_path / "runs", base_cfg, values, downsample=downsample, kernel_size=k)
     rep = report.build_report(tmp_path / "runs", tmp_path / "out")
     results = rep.results.set_index("arm")
     conv5 = results.loc["model.downsample=conv, model.kernel_size=5"]
