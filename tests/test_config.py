@@ -19,6 +19,7 @@ BAD_OVERRIDES = [
     (["model.blocks=0"], r"model.blocks=0 is not valid"),
     (["model.dropout=1.5"], r"model.dropout=1.5 is not valid"),
     (["+model.depth=3"], r"model.depth is not a config key; the model group has: name, widths, dropout"),
+    (["trainer.accelerator=GPU"], r"trainer.accelerator='GPU' is not valid; choose one of auto, cpu, gpu, cuda, mps; did you mean gpu\?"),
     (["data.source=imagenet"], r"data.source='imagenet' is not valid; choose one of torchvision, folder, synthetic"),
     (["data.source=folder", "data.root=/nonexistent/cifar"], r"data.root='/nonexistent/cifar' is not a folder"),
     (["data.batch_size=-8"], r"data.batch_size=-8 is not valid; use a positive number"),
@@ -64,6 +65,8 @@ def test_a_checkpoints_saved_groups_become_typed_objects_or_name_the_key():
     # version did not save, or a value no longer valid, is named with its group.
     cfg = validate(compose_config("train", ["model.downsample=conv"]))
     model = typed(ModelConfig, plain(cfg.model), "model")
+    optim = typed(OptimConfig, cfg.optim, "optim")  # a node whose lr interpolates ${trainer.accelerator}
+    assert isinstance(optim, OptimConfig) and optim.lr == cfg.optim.lr
     assert isinstance(model, ModelConfig) and model.downsample == "conv" and plain(model) == plain(cfg.model)
     old = {k: v for k, v in plain(cfg.optim).items() if k != "loss_reduction"}
     with pytest.raises(

@@ -176,6 +176,10 @@ def test_tta_averages_mirrored_and_translated_views():
         assert torch.allclose(tta_logits(net, x, 2), expected, atol=1e-5)
         assert torch.allclose(tta_logits(net, x, 1), 0.5 * (net(x) + net(x.flip(-1))), atol=1e-6)
         assert not torch.allclose(tta_logits(net, x, 2), net(x), atol=1e-3)  # TTA changes the logits
+        for level in (0, 1, 2):  # the caller's own forward, handed in, gives the same logits
+            assert torch.allclose(
+                tta_logits(net, x, level, logits=net(x)), tta_logits(net, x, level), atol=1e-6
+            )
 
 
 def test_decoupled_sgd_groups_and_triangular_schedule():

@@ -80,9 +80,9 @@ def test_tensorboard_run_is_named_and_holds_the_tags(trained_run):
 
 
 def _model(run: Path) -> torch.nn.Module:
-    from downsample_lab.eval import load_classifier
+    from downsample_lab.eval import load_checkpoint
 
-    return load_classifier(run / "checkpoints" / "last.ckpt").net
+    return load_checkpoint(run / "checkpoints" / "last.ckpt")[0].net
 
 
 def test_eval_reproduces_the_test_accuracy_of_the_best_checkpoint(trained_run, tmp_path):

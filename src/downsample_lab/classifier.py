@@ -24,7 +24,7 @@ from downsample_lab.tta import tta_logits
 
 
 class Classifier(L.LightningModule):
-    """CIFAR-10 classifier around :class:`~downsample_lab.models.DownsampleCNN`.
+    """CIFAR-10 classifier around the network of the ``model`` group (:func:`~downsample_lab.models.build_model`).
 
     Args:
         model: the ``model`` config group (a :class:`~downsample_lab.config.ModelConfig`, or the plain dict a
@@ -85,8 +85,8 @@ class Classifier(L.LightningModule):
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets ``_current_fx_name`` around every hook call, about 40 times a training step, and
-        # nn.Module.__setattr__ checks each value against parameters, buffers and submodules first: ~0.25 ms of
-        # host time per step, a quarter of what Lightning adds to a step. A plain string needs none of that.
+        # nn.Module.__setattr__ checks each value against parameters, buffers and submodules first: 1.1 µs a call
+        # against 0.17 µs here (timeit), ~40 µs of host time per step. A plain string needs none of that.
         if name == compat.HOOK_NAME_ATTR:
             object.__setattr__(self, name, value)
         else:
@@ -96,7 +96,7 @@ class Classifier(L.LightningModule):
         """Logits for a batch of normalised images."""
         return self.net(x)
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         # Sync-free: metrics are updated on the device and logged at epoch ends (``on_*_epoch_end``); nothing
         # here reads a value on the host or builds a tensor from a Python number.
         images, labels = batch
@@ -104,6 +104,7 @@ class Classifier(L.LightningModule):
         self.metrics[f"{stage}_acc"].update(logits, labels)
         # per image: no weight built from len(labels)
         self.metrics[f"{stage}_loss"].update(F.cross_entropy(logits, labels, reduction="none"))
+        return logits
 
     def _is_log_step(self) -> bool:
         # The steps at which Lightning hands logged values to the logger (``trainer.log_every_n_steps``; its
@@ -187,17 +188,17 @@ class Classifier(L.LightningModule):
         self._shift_generator = torch.Generator(device=self.device).manual_seed(1234 + self.global_rank)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        logits = self._eval_step(batch, "test")
         if self.tta_level > 0:
-            logits = tta_logits(self, batch[0], self.tta_level)
-            self.metrics["test_tta_acc"].update(logits, batch[1])
-            self.log("test/acc_tta", self.metrics["test_tta_acc"], on_step=False, on_epoch=True)
+            self.metrics["test_tta_acc"].update(tta_logits(self, batch[0], self.tta_level, logits), batch[1])
         if self.max_shift > 0:
             agree = shift_agreement(self, batch[0], self.max_shift, self._shift_generator)
             self.test_consistency.update(agree.float())
 
     def on_test_epoch_end(self) -> None:
         self._log_eval_metrics("test")
+        if self.tta_level > 0:
+            self.log("test/acc_tta", self.metrics["test_tta_acc"], on_step=False, on_epoch=True)
         if self.max_shift > 0:
             self.log("test/consistency", self.test_consistency, on_step=False, on_epoch=True)
 

@@ -224,6 +224,8 @@ def typed(schema: type[Config], value: Config | Mapping[str, Any], group: str = 
     fit, e.g. one a checkpoint of an older version lacks."""
     if isinstance(value, schema):
         return value
+    if OmegaConf.is_config(value):  # a node of a larger config: resolve its ${...} there, first
+        value = plain(value)
     try:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), value))  # type: ignore[return-value]
     except MissingMandatoryValue as err:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES, effective_widths
+from downsample_lab.tta import TTA_LEVELS
 
 
 def check(node: DictConfig) -> None:
@@ -32,7 +33,7 @@ def check(node: DictConfig) -> None:
         if "tta_level" in node.eval:
             level = node.eval.tta_level
             _check(
-                level in (0, 1, 2),
+                level in TTA_LEVELS,
                 "eval.tta_level",
                 level,
                 "use 0 (off), 1 (mirror) or 2 (mirror + translate)",

@@ -28,18 +28,22 @@ from downsample_lab.trainer import build_trainer, distributed_job, tensorboard_l
 log = logging.getLogger(__name__)
 
 
-def load_classifier(ckpt_path: str | Path) -> Classifier:
-    """Load a :class:`Classifier` from a training checkpoint, or raise UserError naming the file."""
+def load_checkpoint(ckpt_path: str | Path) -> tuple[Classifier, dict[str, Any] | None]:
+    """The :class:`Classifier` of a training checkpoint and the run config it records (None: an older version),
+    read in one ``torch.load``; raises UserError naming the file."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path} is not a file; pass a .ckpt from a run's checkpoints/ folder")
     try:
-        return Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        model = Classifier(**ckpt["hyper_parameters"])
+        model.load_state_dict(ckpt["state_dict"])
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
             f"cannot load checkpoint {path} ({reason[:200]}); pass a .ckpt written by downsample_lab.train"
         ) from None
+    return model, ckpt.get("run_config")
 
 
 def data_from_checkpoint(cfg: DictConfig, saved: dict[str, Any] | None) -> DictConfig:
@@ -71,11 +75,8 @@ def data_from_checkpoint(cfg: DictConfig, saved: dict[str, Any] | None) -> DictC
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
     cfg = validate(cfg, EvalConfig)
-    model = load_classifier(cfg.ckpt_path)
-    saved = torch.load(Path(cfg.ckpt_path).expanduser(), map_location="cpu", weights_only=True).get(
-        "run_config"
-    )
-    cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)
+    model, saved = load_checkpoint(cfg.ckpt_path)
+    cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)  # the data keys the checkpoint's run had
     model.max_shift = cfg.eval.max_shift
     L.seed_everything(cfg.seed, workers=True)
     data: DataConfig = OmegaConf.to_object(cfg.data)

@@ -21,7 +21,7 @@ from downsample_lab.callbacks import synchronize
 from downsample_lab.classifier import Classifier
 from downsample_lab.config import DataConfig
 from downsample_lab.data.augment import augment, normalize
-from downsample_lab.data.cifar10 import epoch_batches
+from downsample_lab.data.cifar10 import data_device, epoch_batches
 from downsample_lab.data.sources import Split
 from downsample_lab.optim import build_optimizer, training_loss
 
@@ -77,8 +77,7 @@ class RawLoop:
         self.opt, self.sched = build_optimizer(
             self.net, clf.optim_cfg, total_steps, LIGHTNING_MAX_EPOCHS, cfg.data.batch_size
         )
-        on_device = cfg.data.on_device if cfg.data.on_device is not None else device.type == "cuda"
-        self.data_device = device if on_device else torch.device("cpu")
+        self.data_device = data_device(self.data.on_device, device)
         self.images, self.labels = train.images.to(self.data_device), train.labels.to(self.data_device)
         # Lightning's own plugin: its training-step context is what the Lightning path's training_step runs in,
         # and its GradScaler (16-mixed on a GPU) scales the loss here as it does there.
@@ -112,7 +111,7 @@ class RawLoop:
     def _batch_indices(self) -> Iterator[tuple[int, torch.Tensor]]:
         c, epoch = self.cfg, 0
         while True:
-            batches = epoch_batches(len(self.labels), c.data.batch_size, c.seed + epoch, self.data_device)
+            batches = epoch_batches(len(self.labels), self.data.batch_size, c.seed + epoch, self.data_device)
             for idx in limited_batches(batches, c.trainer.limit_train_batches):
                 yield epoch, idx
             epoch += 1

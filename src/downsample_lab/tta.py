@@ -10,25 +10,31 @@ import torch.nn.functional as F
 TTA_LEVELS = (0, 1, 2)
 
 
-def tta_logits(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, level: int) -> torch.Tensor:
+def tta_logits(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    level: int,
+    logits: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Logits of ``net`` for normalised ``images`` under test-time augmentation ``level``.
 
     0: the images as they are. 1: the mean over the image and its mirror. 2: half of level 1, plus half of the
     mean of level 1 over two translations by one pixel, up-left and down-right (reflect padding): six views,
-    weighted as in airbench94.
+    weighted as in airbench94. ``logits``: ``net(images)`` when the caller has it already (one forward fewer).
     """
     if level not in TTA_LEVELS:
         raise ValueError(f"unknown TTA level {level}; valid: 0, 1, 2")
+    plain = net(images) if logits is None else logits
     if level == 0:
-        return net(images)
+        return plain
 
-    def mirror(x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * net(x) + 0.5 * net(x.flip(-1))
+    def mirror(x: torch.Tensor, x_logits: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x_logits + 0.5 * net(x.flip(-1))
 
-    logits = mirror(images)
+    mean = mirror(images, plain)
     if level == 1:
-        return logits
+        return mean
     h, w = images.shape[-2:]
     padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
     views = (padded[:, :, :h, :w], padded[:, :, 2 : h + 2, 2 : w + 2])
-    return 0.5 * logits + 0.5 * torch.stack([mirror(v) for v in views]).mean(0)
+    return 0.5 * mean + 0.5 * torch.stack([mirror(v, net(v)) for v in views]).mean(0)
