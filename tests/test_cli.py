@@ -63,7 +63,7 @@ def test_a_typo_exits_2_with_one_line_and_creates_no_run(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: model.downsampl is not a config key; did you mean model.downsample? (the model group has: "
-        "name, widths, dropout, channels_last, compile, downsample, kernel_size, blocks, match_params, whiten_bias_epochs, batch_norm)"
+        "name, widths, dropout, channels_last, compile, downsample, padding_mode, kernel_size, blocks, match_params, whiten_bias_epochs, batch_norm)"
     ]
     assert not (tmp_path / "run").exists()
 

@@ -10,7 +10,11 @@ from downsample_lab.errors import ConfigError
 from .conftest import compose_config, run_cli
 
 BAD_OVERRIDES = [
-    (["model.downsample=strided"], r"model.downsample='strided' is not valid; choose one of maxpool, conv, conv3, avgpool, blurpool"),
+    (["model.downsample=strided"], r"model.downsample='strided' is not valid; choose one of maxpool, conv, conv3, avgpool, blurpool, stride, conv_avg, aps, maxavg; did you mean stride\?"),
+    (["model.padding_mode=same"], r"model.padding_mode='same' is not valid; choose one of zeros, circular, reflect"),
+    (["model.downsample=blurpool", "model.padding_mode=circular"], r"model.padding_mode='circular' is not valid; model.downsample=blurpool pads with zeros only"),
+    (["model=all_cnn_c", "+model.padding_mode=circular"], r"model.padding_mode='circular' does not apply to model.name=all_cnn_c; remove it \(it is for model.name=cnn and model.name=fast\)"),
+    (["eval.shift_images=-1"], r"eval.shift_images=-1 is not valid; use 0 \(no shift-robustness curves\)"),
     (["model.kernel_size=4"], r"model.kernel_size=4 is not valid; use an odd positive size"),
     (["model.kernel_size=-3"], r"model.kernel_size=-3 is not valid"),
     (["model.kernel_size=three"], r"model.kernel_size='three' has the wrong type"),

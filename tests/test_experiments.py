@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,10 +70,12 @@ def test_match_params_brings_every_arm_within_two_percent_of_the_conv_arm(widths
         n = count_params(build_model(cfg))
         assert abs(n - target) <= 0.02 * target, (name, n, target)
         scaled = effective_widths(cfg)
-        if name in ("maxpool", "avgpool", "blurpool"):
-            assert all(a > b for a, b in zip(scaled, widths, strict=True))  # widened
+        if name in ("maxpool", "avgpool", "blurpool", "stride", "aps", "maxavg"):
+            assert all(a > b for a, b in zip(scaled, widths, strict=True))  # widened: no downsampling weights
         elif name == "conv3":
             assert all(a < b for a, b in zip(scaled, widths, strict=True))  # narrowed
+        elif name == "conv_avg":  # the conv's weights without its BatchNorm: nearly the conv arm's widths
+            assert all(abs(a - b) <= 0.03 * b for a, b in zip(scaled, widths, strict=True))
         else:
             assert scaled == widths
 
@@ -120,7 +123,7 @@ def test_reproduce_script_runs_the_sweep_and_writes_the_report(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Report: {sweep_dir}/report.md" in result.stdout
     jobs = [p for p in sweep_dir.iterdir() if p.is_dir()]
-    assert len(jobs) == 10  # five strategies x two seeds
+    assert len(jobs) == 2 * len(DOWNSAMPLE_NAMES)  # every strategy x two seeds
     report = (sweep_dir / "report.md").read_text()
     for name in DOWNSAMPLE_NAMES:
         assert f"downsample={name}" in report
@@ -138,3 +141,71 @@ def test_unknown_mode_of_the_reproduce_script():
         ["bash", "scripts/reproduce_ablation.sh", "huge"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 2 and "unknown mode 'huge'" in result.stderr
+
+
+def _study(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The fair_cpu study, narrowed on the command line to two arms, two lrs and two final seeds of a tiny net."""
+    env = {**os.environ, "PYTHON": sys.executable, "STUDY_DIR": str(tmp_path / "study"), "FINAL_SEEDS": "0,1"}
+    tiny = [*TINY, "model.widths=[4,8,8]", f"data.cache_dir={tmp_path / 'cache'}", "eval.shift_images=20",
+            "data.synthetic_train_size=5400"]  # fmt: skip
+    # model=fast (no blocks), the study's epochs and its validation split (5,000 in tuning, 0 in the final runs)
+    tiny = [
+        o
+        for o in tiny
+        if not o.startswith(
+            ("model.blocks", "trainer.max_epochs", "data.val_size", "data.synthetic_train_size=320")
+        )
+    ]
+    return subprocess.run(
+        ["bash", "scripts/reproduce_ablation.sh", "fair_cpu", "model.downsample=maxpool,stride",
+         "optim.lr=5.75,23.0", *tiny, *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+
+
+def _event_files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("events.out.tfevents.*")}
+
+
+@pytest.mark.slow
+def test_the_fair_study_tunes_selects_trains_fresh_seeds_and_reports_then_resumes(tmp_path):
+    result = _study(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    study = tmp_path / "study"
+    for name in (
+        "selection.md",
+        "report.md",
+        "results.csv",
+        "runs.csv",
+        "shift_robustness.png",
+        "study.json",
+    ):
+        assert (study / name).is_file(), name
+    tune = [p for p in (study / "tune").iterdir() if p.is_dir()]
+    assert len(tune) == 4  # 2 arms x 2 lrs, seed 100
+    finals = sorted(p.relative_to(study / "final") for p in (study / "final").glob("*/*") if p.is_dir())
+    assert [str(p.parent) for p in finals] == ["maxpool", "maxpool", "stride", "stride"]  # one sweep per arm
+    # the final runs are the chosen setting on the fresh seeds, all 50,000-style full training (val_size 0)
+    chosen = (study / "final_commands.txt").read_text().splitlines()
+    assert len(chosen) == 2 and all("seed=0,1" in c and "experiment=fair_cpu " in c for c in chosen)
+    for job in (p for p in (study / "final").glob("*/*") if p.is_dir()):
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        assert cfg.data.val_size == 0 and cfg.seed in (0, 1) and cfg.eval.tta_level == 2
+    selection_md = (study / "selection.md").read_text()
+    assert "--weights final" in selection_md and "p Holm" in selection_md
+    record = json.loads((study / "study.json").read_text())
+    assert set(record["steps"]) == {"tune", "select", "final", "report_selection", "report"}
+    assert record["commit"] and record["versions"]["torch"] and record["wall_seconds"] >= 0
+
+    # Run again, one arm's final sweep lost as if killed before it started: only that arm trains again.
+    before = _event_files(study)
+    import shutil
+
+    shutil.rmtree(study / "final" / "stride")
+    again = _study(tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = _event_files(study)
+    kept = {k: v for k, v in before.items() if not k.startswith("final/stride/")}
+    assert all(after[k] == v for k, v in kept.items())  # nothing else was trained again
+    assert any(k.startswith("final/stride/") for k in after)
+    assert len(json.loads((study / "study.json").read_text())["steps"]["tune"]) == 2  # two attempts recorded

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from downsample_lab.models import DOWNSAMPLE_NAMES, DownsampleCNN, create_downsample
+from downsample_lab.models import DOWNSAMPLE_NAMES, DownsampleCNN, FastNet, create_downsample
+from downsample_lab.models.downsample import conv_stride
 from downsample_lab.models.summary import conv_param_formula, forward_flops, layer_table
 from downsample_lab.shapes import format_shapes
 
@@ -23,10 +24,23 @@ def test_each_strategy_is_the_layer_its_name_says():
         "conv3",
         "avgpool",
         "blurpool",
-    }  # the five of the study
+        "stride",
+        "conv_avg",
+        "aps",
+        "maxavg",
+    }  # the five of the first study, the placement and initialisation controls, APS and the max+avg mix
     x = torch.randn(2, 4, 8, 8)
     assert torch.equal(create_downsample("maxpool", 4)(x), F.max_pool2d(x, 2))
     assert torch.allclose(create_downsample("avgpool", 4)(x), F.avg_pool2d(x, 2))
+    assert torch.allclose(create_downsample("maxavg", 4)(x), (F.max_pool2d(x, 2) + F.avg_pool2d(x, 2)) / 2)
+    assert sum(p.numel() for p in create_downsample("maxavg", 4).parameters()) == 0
+    # conv_avg: one linear 2x2 stride-2 conv, no BatchNorm or activation, that starts as average pooling
+    conv_avg = create_downsample("conv_avg", 4)
+    assert isinstance(conv_avg, nn.Conv2d) and conv_avg.bias is None and conv_avg.stride == (2, 2)
+    assert torch.allclose(conv_avg(x), F.avg_pool2d(x, 2), atol=1e-6)
+    # stride: nothing at the site; the preceding conv gets stride 2
+    assert isinstance(create_downsample("stride", 4), nn.Identity) and conv_stride("stride") == 2
+    assert {n for n in DOWNSAMPLE_NAMES if conv_stride(n) != 1} == {"stride"}
     impulse = torch.zeros(1, 1, 8, 8)
     impulse[..., 3, 3] = 1.0
     blurred = create_downsample("blurpool", 1)(impulse)
@@ -38,15 +52,107 @@ def test_each_strategy_is_the_layer_its_name_says():
         ], name
 
 
-@pytest.mark.parametrize("name", DOWNSAMPLE_NAMES)
-@pytest.mark.parametrize("size", [32, 256, 6])
+@pytest.mark.parametrize("name", [n for n in DOWNSAMPLE_NAMES if conv_stride(n) == 1])
+@pytest.mark.parametrize("size", [32, 256, 6, 31])
 def test_every_downsampling_layer_halves_height_and_width(name, size):
+    if name in ("blurpool", "conv3") and size % 2:
+        pytest.skip("a padded layer rounds odd sizes up (31 → 16)")
     out = create_downsample(name, 6)(torch.randn(2, 6, size, size))
     assert out.shape == (2, 6, size // 2, size // 2)
 
 
+def test_aps_keeps_the_polyphase_component_of_largest_norm_per_image():
+    x = torch.randn(3, 2, 6, 6) * 0.1
+    x[0, :, 1::2, 0::2] += 5.0  # image 0: the (1, 0) component dominates
+    x[1, :, 0::2, 1::2] -= 5.0  # image 1: the (0, 1) component, negative values count by their norm
+    out = create_downsample("aps", 2)(x)
+    assert torch.equal(out[0], x[0, :, 1::2, 0::2]) and torch.equal(out[1], x[1, :, 0::2, 1::2])
+    norms = [x[2, :, i::2, j::2].square().sum() for i in (0, 1) for j in (0, 1)]
+    i, j = divmod(int(torch.stack(norms).argmax()), 2)
+    assert torch.equal(out[2], x[2, :, i::2, j::2])
+
+
+NETS = {
+    "cnn": lambda name, widths, pad="zeros": DownsampleCNN(widths, 2, 3, name, padding_mode=pad),
+    "fast": lambda name, widths, pad="zeros": FastNet(widths, name, padding_mode=pad),
+}
+
+
+@pytest.mark.parametrize("net", NETS)
+@pytest.mark.parametrize("name", DOWNSAMPLE_NAMES)
+def test_every_strategy_builds_in_both_networks_at_small_and_full_width(net, name):
+    for widths in ([8, 16, 16], [64, 256, 256]):
+        with torch.device("meta"):  # shapes only: the full width without its memory
+            model = NETS[net](name, widths).eval()
+            for size in (32, 256):
+                assert model(torch.zeros(1, 3, size, size)).shape == (1, 10)
+    params = {n: sum(p.numel() for p in NETS[net](n, [8, 16, 16]).parameters()) for n in ("maxpool", name)}
+    if name in ("stride", "aps", "maxavg", "avgpool", "blurpool"):
+        assert params[name] == params["maxpool"], name  # no downsampling weights of their own
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_conv_avg_network_starts_as_the_avgpool_network(net):
+    torch.manual_seed(3)
+    avg = NETS[net]("avgpool", [8, 16, 16])
+    torch.manual_seed(3)
+    learned = NETS[net]("conv_avg", [8, 16, 16])
+    # same seed, same weights everywhere else: building the learned conv draws no random numbers
+    others = {k: v for k, v in learned.state_dict().items() if k in avg.state_dict()}
+    assert len(others) == len(avg.state_dict())
+    assert all(torch.equal(v, avg.state_dict()[k]) for k, v in others.items())
+    x = torch.randn(4, 3, 32, 32)
+    for mode in ("train", "eval"):
+        getattr(avg, mode)(), getattr(learned, mode)()
+        assert torch.allclose(learned(x), avg(x), atol=1e-5), mode
+    assert any(p.requires_grad and p.shape[-2:] == (2, 2) for p in learned.parameters())  # it can learn
+
+
+def _max_logit_change_under_circular_shifts(model: nn.Module, x: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        base = model(x)
+        return max(
+            (model(torch.roll(x, (dy, dx), dims=(2, 3))) - base).abs().max().item()
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+        )
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_aps_with_circular_padding_is_exactly_shift_invariant_before_and_after_training(net):
+    torch.manual_seed(0)
+    model = NETS[net]("aps", [8, 16, 16], "circular")
+    x = torch.randn(8, 3, 32, 32)
+    assert _max_logit_change_under_circular_shifts(model, x) < 1e-4
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(5):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(16, 3, 32, 32)), torch.randint(0, 10, (16,))).backward()
+        opt.step()
+    assert _max_logit_change_under_circular_shifts(model, x) < 1e-4
+    # the control: max-pooling with the same circular padding is not invariant (logits of an untrained
+    # network are small: the change is measured against their size)
+    torch.manual_seed(0)
+    pooled = NETS[net]("maxpool", [8, 16, 16], "circular").eval()
+    with torch.no_grad():
+        scale = pooled(x).abs().max().item()
+    assert _max_logit_change_under_circular_shifts(pooled, x) > 1e-3 * scale
+
+
+@pytest.mark.parametrize("pad", ["circular", "reflect"])
+def test_padding_mode_reaches_every_padded_conv(pad):
+    for net in NETS.values():
+        model = net("stride", [8, 16, 16], pad)
+        padded = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.padding != (0, 0)]
+        assert padded and all(m.padding_mode == pad for m in padded)
+
+
 def test_unknown_strategy_names_the_valid_ones():
-    with pytest.raises(ValueError, match="maxpool, conv, conv3, avgpool, blurpool"):
+    with pytest.raises(
+        ValueError, match="maxpool, conv, conv3, avgpool, blurpool, stride, conv_avg, aps, maxavg"
+    ):
         create_downsample("strided", 8)
 
 
@@ -69,11 +175,14 @@ def test_only_downsampling_layers_change_the_spatial_size(name, size):
     net = DownsampleCNN(widths=[4, 8, 16], blocks=2, kernel_size=5, downsample=name)
     rows = layer_table(net, (1, 3, size, size))
     h = size
+    # the layer at the site (stages.<i>.2), or for `stride` the conv before it (stages.<i>.1.0)
+    site = "1.0" if name == "stride" else "2"
     for row in rows:
         if not row.name.startswith(("stem", "stages")):
             continue
-        is_downsample = row.name.count(".") >= 2 and row.name.split(".")[2] == "2"  # stages.<i>.<blocks>...
-        if is_downsample and row.kind in ("MaxPool2d", "AvgPool2d", "MaxBlurPool2D", "Conv2d"):
+        parts = row.name.split(".")
+        at_site = len(parts) >= 3 and ".".join(parts[2:4]).startswith(site)
+        if at_site and row.kind not in ("BatchNorm2d", "ReLU"):
             h //= 2
         assert row.output_shape[2:] == (h, h), row
     assert h == size // 8
@@ -94,9 +203,10 @@ def test_conv_parameter_formula_matches_numel(name, k):
         assert conv_param_formula(conv)[1] == expected == sum(p.numel() for p in conv.parameters())
     # the strided 2x2 conv of each stage has 2·2·C·C weights and no bias (BatchNorm follows)
     down = [c for c in convs if c.stride == (2, 2)]
-    assert len(down) == {"conv": 2, "conv3": 2}.get(name, 0)
+    assert len(down) == {"conv": 2, "conv3": 2, "conv_avg": 2, "stride": 2}.get(name, 0)
     for c in down:
-        assert c.weight.numel() == (4 if name == "conv" else 9) * c.in_channels * c.out_channels
+        size = {"conv3": 9, "stride": k * k}.get(name, 4)
+        assert c.weight.numel() == size * c.in_channels * c.out_channels
 
 
 def test_pool_arms_share_parameters_and_conv_arm_adds_the_strided_convs():
@@ -104,7 +214,9 @@ def test_pool_arms_share_parameters_and_conv_arm_adds_the_strided_convs():
     counts = {
         n: sum(p.numel() for p in DownsampleCNN(widths, 2, 3, n).parameters()) for n in DOWNSAMPLE_NAMES
     }
-    assert counts["maxpool"] == counts["avgpool"] == counts["blurpool"]
+    assert counts["maxpool"] == counts["avgpool"] == counts["blurpool"] == counts["aps"] == counts["maxavg"]
+    assert counts["stride"] == counts["maxpool"]  # the stride moves into a conv the network has anyway
+    assert counts["conv_avg"] - counts["maxpool"] == sum(4 * c * c for c in widths)  # no BatchNorm
     # conv adds, per stage, a 2x2 conv C·C·4 plus its BatchNorm 2·C
     assert counts["conv"] - counts["maxpool"] == sum(4 * c * c + 2 * c for c in widths)
     assert counts["conv3"] - counts["maxpool"] == sum(9 * c * c + 2 * c for c in widths)

@@ -519,3 +519,76 @@ def test_val_curve_without_lightnings_epoch_scalar():
          "value": [1.0, 0.3, 1.0, 0.5]}
     )  # fmt: skip
     assert report.val_curve(scalars) == {1: 0.3, 2: 0.5}
+
+
+def test_difference_to_the_baseline_has_its_welch_ci_and_holm_adjusted_p(tmp_path, base_cfg):
+    accs = {"maxpool": [0.80, 0.82, 0.81], "conv": [0.84, 0.83, 0.86], "avgpool": [0.79, 0.80, 0.78]}
+    for arm, values in accs.items():
+        write_seeds(tmp_path, base_cfg, values, downsample=arm)
+    rep = report.build_report(tmp_path)
+    rows = rep.results.set_index("arm")
+    raw = {}
+    for arm in ("conv", "avgpool"):
+        welch = stats.ttest_ind(accs[arm], accs["maxpool"], equal_var=False)
+        ci = welch.confidence_interval(0.95)
+        r = rows.loc[f"model.downsample={arm}"]
+        # (TensorBoard stores float32: 1e-6)
+        assert r.welch_p_diff == pytest.approx(np.mean(accs[arm]) - np.mean(accs["maxpool"]), abs=1e-6)
+        assert (r.welch_p_diff_ci95_low, r.welch_p_diff_ci95_high) == pytest.approx(
+            (ci.low, ci.high), abs=1e-6
+        )
+        raw[arm] = welch.pvalue
+    # Holm over the two tests: the smaller p times 2, the larger times 1, kept monotone
+    small, large = sorted(raw.values())
+    expected = {p: min(1.0, max(small * 2, large) if p == large else small * 2) for p in raw.values()}
+    for arm, p in raw.items():
+        assert rows.loc[f"model.downsample={arm}", "welch_p_holm"] == pytest.approx(expected[p], rel=1e-3)
+    assert math.isnan(rows.loc["model.downsample=maxpool", "welch_p_holm"])
+    table = rep.table.set_index("arm")
+    assert table.loc["model.downsample=conv", "Δ vs baseline, pp [95% CI]"].startswith("+3.33 [")
+    assert table.loc["model.downsample=maxpool", "p Holm"] == "—"
+    text = rep.path.read_text()
+    assert "Holm–Bonferroni" in text and "(2 tests)" in text
+
+
+def _with_shift_curves(consistency: dict[int, float]):
+    """write_seeds' run arguments: a test accuracy, then shift curves whose circular consistency is given."""
+
+    def run(acc: float) -> dict[str, Any]:
+        return {"test_acc": acc}
+
+    def write(root: Path) -> None:
+        for run_dir in root.iterdir():
+            tb = next((run_dir / "tb").iterdir())
+            writer = SummaryWriter(str(tb))
+            for shift, value in consistency.items():
+                for curve in ("circular_diag", "linear_diag", "circular_x", "linear_x"):
+                    writer.add_scalar(f"shift/{curve}/consistency", value, shift)
+                    writer.add_scalar(f"shift/{curve}/acc", 0.8 * value, shift)
+            writer.close()
+
+    return run, write
+
+
+def test_shift_curves_become_a_table_a_csv_and_a_figure(tmp_path, base_cfg):
+    for arm, curve in (("maxpool", {0: 1.0, 1: 0.9, 2: 0.8}), ("aps", {0: 1.0, 1: 1.0, 2: 1.0})):
+        run, write = _with_shift_curves(curve)
+        arm_dir = tmp_path / arm
+        write_seeds(arm_dir, base_cfg, [0.8, 0.81], run, downsample=arm)
+        write(arm_dir)
+    rep = report.build_report(tmp_path)
+    frame = pd.read_csv(tmp_path / "shift_robustness.csv")
+    aps = frame[(frame.arm == "model.downsample=aps") & (frame.metric == "consistency")]
+    assert set(aps["curve"]) == {"circular_diag", "linear_diag", "circular_x", "linear_x"}
+    assert (aps["mean"] == 1.0).all() and (aps["n"] == 2).all()
+    table = rep.shift_table.set_index("arm")
+    assert table.loc["model.downsample=maxpool", "circular 2 px"] == "80.00"
+    assert table.loc["model.downsample=aps", "linear 2 px"] == "100.00"
+    assert table.loc["model.downsample=aps", "acc 2 px %"] == "80.00"
+    assert (tmp_path / "shift_robustness.png").stat().st_size > 10_000
+    assert "### Shift robustness" in rep.path.read_text()
+
+
+def test_a_report_without_shift_curves_has_no_shift_files(built):
+    assert not (built.out / "shift_robustness.csv").exists()
+    assert "Shift robustness" not in built.path.read_text()

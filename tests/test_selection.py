@@ -37,10 +37,22 @@ FINAL = {
 }
 
 
-def _write(root: Path, base: dict, arm: str, lr: float, seed: int, val: float, test: float) -> None:
+def _write(
+    root: Path,
+    base: dict,
+    arm: str,
+    lr: float,
+    seed: int,
+    val: float,
+    test: float,
+    val_size: int = 5000,
+    val_curve: list[float] | None = None,
+) -> None:
     cfg = make_cfg(base, seed, downsample=arm)
     cfg["optim"]["lr"] = lr
-    run = write_run(root / f"{arm}_{lr}_{seed}", cfg, val_acc=[val - 0.1, val], test_acc=test)
+    cfg["data"]["val_size"] = val_size  # 0: the final runs test their final weights (eval.test_weights=auto)
+    curve = val_curve or [val - 0.1, val]
+    run = write_run(root / f"{arm}_{lr}_{seed}_{val_size}", cfg, val_acc=curve, test_acc=test)
     writer = SummaryWriter(str(next((run / "tb").iterdir())))
     writer.add_scalar(read.TEST_ACC_TTA, test + 0.01, 100)
     writer.close()
@@ -54,8 +66,8 @@ def sweeps(tmp_path_factory, base_cfg) -> tuple[Path, Path]:  # noqa: F811
             _write(tune, base_cfg, arm, lr, seed, val, 1 - val)
     for (arm, lr), accs in FINAL.items():
         for seed, acc in enumerate(accs):
-            _write(final, base_cfg, arm, lr, seed, 0.5, acc)
-    _write(final, base_cfg, "conv", 0.1, 100, 0.5, 0.0)  # a tuning seed: not fresh, must be left out
+            _write(final, base_cfg, arm, lr, seed, 0.5, acc, val_size=0)
+    _write(final, base_cfg, "conv", 0.1, 100, 0.5, 0.0, val_size=0)  # a tuning seed: not fresh, left out
     return tune, final
 
 
@@ -70,10 +82,18 @@ def test_each_arm_gets_its_best_validation_setting_and_fresh_seed_test_accuracy(
         row = table.set_index("arm").loc[f"model.downsample={arm}"]
         assert row["test acc %"] == f"{100 * np.mean(acc):.2f} ± {100 * np.std(acc, ddof=1):.2f}"
         assert row["test acc TTA %"].startswith(f"{100 * (np.mean(acc) + 0.01):.2f}")
-    p = stats.ttest_ind(FINAL[("conv", 0.1)], FINAL[("maxpool", 0.2)], equal_var=False).pvalue
-    assert table.set_index("arm").loc["model.downsample=conv", "p vs maxpool"] == f"{p:.3g}"
+    welch = stats.ttest_ind(FINAL[("conv", 0.1)], FINAL[("maxpool", 0.2)], equal_var=False)
+    conv = table.set_index("arm").loc["model.downsample=conv"]
+    assert conv["p vs maxpool"] == f"{welch.pvalue:.3g}"
+    assert conv["p Holm"] == f"{welch.pvalue:.3g}"  # one arm against maxpool: a family of one test
+    diff = np.mean(FINAL[("conv", 0.1)]) - np.mean(FINAL[("maxpool", 0.2)])
+    ci = welch.confidence_interval(0.95)
+    assert (
+        conv["Δ vs maxpool, pp [95% CI]"] == f"{diff * 100:+.2f} [{ci.low * 100:+.2f}, {ci.high * 100:+.2f}]"
+    )
     text = path.read_text()
     assert "optim.lr=0.1" in text and "test accuracy plays no part" in text
+    assert "--weights final" in text and "Holm" in text
     assert any("model.downsample=conv optim.lr=0.1 seed=0,1,2,3,4,5,6,7,8,9" in c for c in commands)
 
 
@@ -90,3 +110,20 @@ def test_cli_prints_the_final_commands_then_reports(sweeps, tmp_path):
 def test_a_directory_without_runs_is_one_clear_error(tmp_path):
     result = run_cli("selection", str(tmp_path))
     assert result.returncode == 2 and "no completed training runs below" in result.stderr
+
+
+def test_settings_are_ranked_by_the_weights_the_final_runs_test(tmp_path, base_cfg):  # noqa: F811
+    # lr 0.1 peaks early (best epoch 0.90) but ends at 0.80; lr 0.2 ends best (0.85) and never peaks higher
+    tune, final = tmp_path / "tune", tmp_path / "final"
+    for arm in ("maxpool", "conv"):
+        for seed in (100, 101):
+            _write(tune, base_cfg, arm, 0.1, seed, 0.80, 0.5, val_curve=[0.90, 0.80])
+            _write(tune, base_cfg, arm, 0.2, seed, 0.85, 0.5, val_curve=[0.70, 0.85])
+    _, by_final, _ = selection.build_selection(tune, out=tmp_path / "a", weights="final")
+    _, by_best, _ = selection.build_selection(tune, out=tmp_path / "b", weights="best")
+    assert list(by_final["chosen setting"]) == ["optim.lr=0.2"] * 2
+    assert list(by_best["chosen setting"]) == ["optim.lr=0.1"] * 2
+    # final runs that tested their final weights (data.val_size=0) refuse a ranking by the best epoch
+    _write(final, base_cfg, "maxpool", 0.2, 0, 0.5, 0.9, val_size=0)
+    with pytest.raises(selection.UserError, match=r"--weights best ranks .* use --weights final"):
+        selection.build_selection(tune, final, tmp_path / "c", weights="best")

@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from downsample_lab import compat
 from downsample_lab.config import ModelConfig, OptimConfig, plain, typed
-from downsample_lab.consistency import shift_agreement
+from downsample_lab.consistency import ShiftCurves, shift_agreement
 from downsample_lab.data.augment import normalize
 from downsample_lab.models import build_model
 from downsample_lab.models.fast import WHITEN_IMAGES
@@ -33,11 +33,14 @@ class Classifier(L.LightningModule):
         max_shift: ``eval.max_shift``, the largest shift (pixels) of the test-time shift-consistency check;
             0 turns it off.
         tta_level: ``eval.tta_level``: 0, or log ``test/acc_tta`` with test-time augmentation 1 or 2 (:mod:`tta`).
+        shift_images: ``eval.shift_images``: about this many test images get the shift-robustness curves
+            (:class:`~downsample_lab.consistency.ShiftCurves`, shifts 0…``max_shift``); 0 turns them off.
         batch_size: ``data.batch_size``, the global batch; needed by ``optim.decoupled`` (weight decay per 1024
             examples).
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
-    ``test/loss``, ``test/acc``, ``test/acc_tta``, ``test/consistency``, ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
+    ``test/loss``, ``test/acc``, ``test/acc_tta``, ``test/consistency``, ``shift/<mode>_<direction>/<acc|consistency>``
+    (step: the shift in pixels), ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
     over all processes by torchmetrics, so under DDP they cover the whole validation and test sets.
     """
 
@@ -48,6 +51,7 @@ class Classifier(L.LightningModule):
         max_shift: int,
         tta_level: int,
         batch_size: int,
+        shift_images: int = 0,  # 0 for checkpoints written before eval.shift_images existed
     ) -> None:
         super().__init__()
         self.model_cfg, self.optim_cfg = (
@@ -56,7 +60,7 @@ class Classifier(L.LightningModule):
         )
         self.save_hyperparameters(
             {"model": plain(self.model_cfg), "optim": plain(self.optim_cfg), "max_shift": max_shift,
-             "tta_level": tta_level, "batch_size": batch_size}
+             "tta_level": tta_level, "batch_size": batch_size, "shift_images": shift_images}
         )  # fmt: skip
         self.net = build_model(self.model_cfg)
         self.n_params = count_params(self.net)
@@ -81,6 +85,10 @@ class Classifier(L.LightningModule):
         self.test_consistency = MeanMetric(nan_strategy="disable")
         self.max_shift = max_shift
         self.tta_level = tta_level
+        self.shift_images = shift_images
+        self.shift_curves: ShiftCurves | None = (
+            None  # built in on_test_start, when the test set's size is known
+        )
         self._total_steps: int | None = None  # set by configure_optimizers (optim.train_epochs)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -186,6 +194,13 @@ class Classifier(L.LightningModule):
     def on_test_start(self) -> None:
         # The same shifts for every run and arm (per process), so consistency is comparable across runs.
         self._shift_generator = torch.Generator(device=self.device).manual_seed(1234 + self.global_rank)
+        self.shift_curves = None
+        if self.max_shift > 0 and self.shift_images > 0:
+            n_test = len(self.trainer.datamodule.test_set)
+            subset = torch.Generator(device=self.device).manual_seed(4321 + self.global_rank)
+            self.shift_curves = ShiftCurves(self.max_shift, self.shift_images / n_test, subset).to(
+                self.device
+            )
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._eval_step(batch, "test")
@@ -194,6 +209,8 @@ class Classifier(L.LightningModule):
         if self.max_shift > 0:
             agree = shift_agreement(self, batch[0], self.max_shift, self._shift_generator)
             self.test_consistency.update(agree.float())
+        if self.shift_curves is not None:
+            self.shift_curves.update(self, batch[0], batch[1], logits)
 
     def on_test_epoch_end(self) -> None:
         self._log_eval_metrics("test")
@@ -201,6 +218,13 @@ class Classifier(L.LightningModule):
             self.log("test/acc_tta", self.metrics["test_tta_acc"], on_step=False, on_epoch=True)
         if self.max_shift > 0:
             self.log("test/consistency", self.test_consistency, on_step=False, on_epoch=True)
+        if self.shift_curves is not None:
+            curves = self.shift_curves.compute()  # reduced over all processes
+            if self.logger is not None:  # one point per shift: the step is the shift in pixels
+                for shift in range(self.max_shift + 1):
+                    self.logger.log_metrics(
+                        {tag: values[shift] for tag, values in curves.items()}, step=shift
+                    )
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimiser and lr schedule of the ``optim`` group over :meth:`total_steps` steps

@@ -29,7 +29,7 @@ from downsample_lab import (
 )
 from downsample_lab.data import SOURCES
 from downsample_lab.errors import ConfigError, did_you_mean
-from downsample_lab.models import DOWNSAMPLE_NAMES, MODEL_NAMES
+from downsample_lab.models import DOWNSAMPLE_NAMES, MODEL_NAMES, PADDING_MODES
 
 
 def config_dir() -> Path:
@@ -55,6 +55,7 @@ def _choices(name: str, values: Iterable[str]) -> Any:
 
 ModelName = _choices("ModelName", MODEL_NAMES)
 Downsample = _choices("Downsample", DOWNSAMPLE_NAMES)
+PaddingMode = _choices("PaddingMode", PADDING_MODES)
 Source = _choices("Source", SOURCES)
 Flip = _choices("Flip", ("random", "alternating"))
 TranslateMode = _choices("TranslateMode", ("zeros", "reflect"))
@@ -75,8 +76,10 @@ class ModelConfig:
     dropout: float = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
-    # model.name=cnn only
+    # model.name=cnn and fast
     downsample: Downsample | None = None
+    padding_mode: PaddingMode | None = None
+    # model.name=cnn only
     kernel_size: int | None = None
     blocks: int | None = None
     match_params: bool | None = None
@@ -150,6 +153,7 @@ class TrainerConfig:
 @dataclass
 class EvalOptions:
     max_shift: int = MISSING
+    shift_images: int = MISSING
 
 
 @dataclass

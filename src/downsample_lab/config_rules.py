@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.errors import ConfigError
 from downsample_lab.models import DOWNSAMPLE_NAMES, effective_widths
+from downsample_lab.models.downsample import ZERO_PADDING_ONLY
 from downsample_lab.tta import TTA_LEVELS
 
 
@@ -30,6 +31,10 @@ def check(node: DictConfig) -> None:
     if "eval" in node:
         shift = node.eval.max_shift
         _check(0 <= shift < 16, "eval.max_shift", shift, "use 0 (off) or a shift in pixels below 16")
+        n = node.eval.shift_images
+        _check(
+            n >= 0, "eval.shift_images", n, "use 0 (no shift-robustness curves) or a number of test images"
+        )
         if "tta_level" in node.eval:
             level = node.eval.tta_level
             _check(
@@ -62,9 +67,9 @@ def _check(ok: bool, key: str, value: Any, valid: str) -> None:
         raise ConfigError(f"{key}={_shown(value)} is not valid; {valid}")
 
 
-_CNN_ONLY = ("downsample", "kernel_size", "blocks", "match_params")
+_CNN_ONLY = ("downsample", "padding_mode", "kernel_size", "blocks", "match_params")
 _ALLCNN_ONLY = ("batch_norm",)
-_FAST_ONLY = ("downsample", "whiten_bias_epochs")
+_FAST_ONLY = ("downsample", "padding_mode", "whiten_bias_epochs")
 # The keys each model takes beyond the common ones.
 _MODEL_KEYS = {"cnn": _CNN_ONLY, "fast": _FAST_ONLY}
 
@@ -90,6 +95,9 @@ def _check_model(m: DictConfig) -> None:
     _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths", list(m.widths),
            "give one positive width per stage, e.g. [64,128,256]")  # fmt: skip
     _check(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
+    if m.downsample is not None and str(m.downsample) in ZERO_PADDING_ONLY:
+        _check(m.padding_mode == "zeros", "model.padding_mode", m.padding_mode,
+               f"model.downsample={m.downsample} pads with zeros only; use model.padding_mode=zeros")  # fmt: skip
     if m.name == "fast":
         _check(len(m.widths) == 3, "model.widths", list(m.widths),
                "model.name=fast has three groups, e.g. [64,256,256]")  # fmt: skip

@@ -77,7 +77,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     cfg = validate(cfg, EvalConfig)
     model, saved = load_checkpoint(cfg.ckpt_path)
     cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)  # the data keys the checkpoint's run had
-    model.max_shift = cfg.eval.max_shift
+    model.max_shift, model.shift_images = cfg.eval.max_shift, cfg.eval.shift_images
     L.seed_everything(cfg.seed, workers=True)
     data: DataConfig = OmegaConf.to_object(cfg.data)
     datamodule = CIFAR10DataModule(data, channels_last=model.model_cfg.channels_last, seed=cfg.seed)

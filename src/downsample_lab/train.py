@@ -142,7 +142,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = CIFAR10DataModule(run.data, channels_last=run.model.channels_last, seed=run.seed)
     model = Classifier(
         run.model, run.optim, max_shift=run.eval.max_shift, tta_level=run.eval.tta_level,
-        batch_size=run.data.batch_size,
+        batch_size=run.data.batch_size, shift_images=run.eval.shift_images,
     )  # fmt: skip
     log.info("Model: %s, %d parameters, %d forward FLOPs per image; channels_last=%s, compile=%s.",
              describe_model(run.model), model.n_params, model.flops_per_image, cfg.model.channels_last,

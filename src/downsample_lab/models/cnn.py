@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from downsample_lab.models.downsample import conv_bn_relu, create_downsample
+from downsample_lab.models.downsample import conv_bn_relu, conv_stride, create_downsample
 
 
 class DownsampleCNN(nn.Module):
@@ -21,8 +21,9 @@ class DownsampleCNN(nn.Module):
         stage 3: 2 × conv k×k (128→256, 256→256), downsample(256)  8×8 → 4×4
         head:    global average pool → dropout → linear 256→10
 
-    Every conv is followed by BatchNorm and ReLU and uses padding ``k // 2``, so only the downsampling layers
-    change H and W.
+    Every conv is followed by BatchNorm and ReLU and uses padding ``k // 2`` (``padding_mode``: zeros,
+    circular or reflect), so only the downsampling layers change H and W. With ``downsample="stride"`` the
+    stage's last conv runs with stride 2 and no layer follows it.
 
     >>> net = DownsampleCNN(widths=[8, 16], blocks=1, kernel_size=3, downsample="conv")
     >>> net(torch.zeros(2, 3, 32, 32)).shape
@@ -36,20 +37,22 @@ class DownsampleCNN(nn.Module):
         kernel_size: int,
         downsample: str,
         dropout: float = 0.0,
+        padding_mode: str = "zeros",
         in_channels: int = 3,
         num_classes: int = 10,
     ) -> None:
         super().__init__()
         pad = kernel_size // 2
-        self.stem = conv_bn_relu(in_channels, widths[0], kernel_size, padding=pad)
+        self.stem = conv_bn_relu(in_channels, widths[0], kernel_size, padding=pad, padding_mode=padding_mode)
         stages = []
         c_in = widths[0]
         for width in widths:
             layers = []
-            for _ in range(blocks):
-                layers.append(conv_bn_relu(c_in, width, kernel_size, padding=pad))
+            for i in range(blocks):
+                stride = conv_stride(downsample) if i == blocks - 1 else 1
+                layers.append(conv_bn_relu(c_in, width, kernel_size, stride, pad, padding_mode))
                 c_in = width
-            layers.append(create_downsample(downsample, width))
+            layers.append(create_downsample(downsample, width, padding_mode))
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(

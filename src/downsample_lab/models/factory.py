@@ -30,7 +30,13 @@ def _cnn(model_cfg: ModelConfig, widths: list[int], downsample: str | None = Non
         kernel_size=model_cfg.kernel_size,
         downsample=str(downsample or model_cfg.downsample),
         dropout=model_cfg.dropout,
+        padding_mode=_padding_mode(model_cfg),
     )
+
+
+def _padding_mode(model_cfg: ModelConfig) -> str:
+    # None: a checkpoint written before model.padding_mode existed, when every conv padded with zeros
+    return str(model_cfg.padding_mode or "zeros")
 
 
 def _params(model_cfg: ModelConfig, widths: list[int], downsample: str | None = None) -> int:
@@ -69,11 +75,12 @@ def effective_widths(model_cfg: ModelConfig) -> list[int]:
 def describe_model(model_cfg: ModelConfig) -> str:
     """One line for logs: the architecture, and the widths it was built with when they differ from the config."""
     m, widths = model_cfg, list(model_cfg.widths)
+    padding = f", {m.padding_mode} padding" if _padding_mode(m) != "zeros" else ""
     if m.name == "fast":
-        return f"fast (airbench-class) with {m.downsample} downsampling, widths={widths}"
+        return f"fast (airbench-class) with {m.downsample} downsampling{padding}, widths={widths}"
     if m.name != "cnn":
         return f"{m.name} widths={widths}"
-    text = f"cnn with {m.downsample} downsampling, kernel {m.kernel_size}"
+    text = f"cnn with {m.downsample} downsampling{padding}, kernel {m.kernel_size}"
     built = effective_widths(m)
     if built != widths:
         way = "widened" if sum(built) > sum(widths) else "narrowed"
@@ -87,5 +94,10 @@ def build_model(model_cfg: ModelConfig) -> nn.Module:
     if m.name == "cnn":
         return _cnn(m, effective_widths(m))
     if m.name == "fast":
-        return FastNet(widths=list(m.widths), downsample=str(m.downsample), dropout=m.dropout)
+        return FastNet(
+            widths=list(m.widths),
+            downsample=str(m.downsample),
+            dropout=m.dropout,
+            padding_mode=_padding_mode(m),
+        )
     return AllCNNC(str(m.name), widths=list(m.widths), dropout=m.dropout, batch_norm=bool(m.batch_norm))

@@ -19,7 +19,11 @@ What makes it fast to train, all from airbench94:
 - the logits are scaled by 1/9.
 
 airbench ends with ``MaxPool2d(3)`` on its 3×3 map; a global max pool is the same there and also fits the 4×4
-map that ``conv3`` (padding 1) leaves.
+map that ``conv3`` and ``stride`` (3x3 convs with stride 2 and padding 1: 31 → 16 → 8 → 4) leave.
+
+``padding_mode`` other than ``zeros`` pads every 3x3 conv that way, and pads the stem's input by one row and
+column (bottom, right) the same way, so the stem keeps 32×32 and the network commutes with circular shifts
+under ``circular``; ``zeros`` keeps airbench's unpadded stem (32 → 31).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from downsample_lab.models.downsample import create_downsample
+from downsample_lab.models.downsample import conv_stride, create_downsample
 
 WHITEN_KERNEL = 2
 WHITEN_EPS = 5e-4
@@ -39,22 +44,23 @@ BN_EPS = 1e-12
 LOGIT_SCALE = 1 / 9
 
 
-def _conv3x3(c_in: int, c_out: int) -> nn.Conv2d:
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+def _conv3x3(c_in: int, c_out: int, padding_mode: str, stride: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False, padding_mode=padding_mode)
     with torch.no_grad():
         nn.init.dirac_(conv.weight[:c_in])  # starts as the identity on the first c_in output channels
     return conv
 
 
 class ConvGroup(nn.Module):
-    """conv 3x3 → downsample → BN → GELU → conv 3x3 → BN → GELU (airbench's group, any downsampling)."""
+    """conv 3x3 → downsample → BN → GELU → conv 3x3 → BN → GELU (airbench's group, any downsampling; with
+    ``stride`` the first conv has stride 2 and nothing sits at the site)."""
 
-    def __init__(self, c_in: int, c_out: int, downsample: str) -> None:
+    def __init__(self, c_in: int, c_out: int, downsample: str, padding_mode: str = "zeros") -> None:
         super().__init__()
-        self.conv1 = _conv3x3(c_in, c_out)
-        self.down = create_downsample(downsample, c_out)
+        self.conv1 = _conv3x3(c_in, c_out, padding_mode, stride=conv_stride(downsample))
+        self.down = create_downsample(downsample, c_out, padding_mode)
         self.norm1 = nn.BatchNorm2d(c_out)
-        self.conv2 = _conv3x3(c_out, c_out)
+        self.conv2 = _conv3x3(c_out, c_out, padding_mode)
         self.norm2 = nn.BatchNorm2d(c_out)
         self.act = nn.GELU()
 
@@ -74,11 +80,18 @@ class FastNet(nn.Module):
     """
 
     def __init__(
-        self, widths: Sequence[int], downsample: str, dropout: float = 0.0, num_classes: int = 10
+        self,
+        widths: Sequence[int],
+        downsample: str,
+        dropout: float = 0.0,
+        padding_mode: str = "zeros",
+        num_classes: int = 10,
     ) -> None:
         super().__init__()
         if len(widths) != 3:
             raise ValueError(f"FastNet has three groups; got widths={list(widths)}")
+        # F.pad's name for each mode; None: the stem is unpadded (airbench's)
+        self.stem_pad = {"zeros": None, "circular": "circular", "reflect": "reflect"}[padding_mode]
         whiten_width = 2 * 3 * WHITEN_KERNEL**2
         self.whiten = nn.Conv2d(3, whiten_width, WHITEN_KERNEL, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)  # set from the data by init_whitening, never trained
@@ -86,7 +99,7 @@ class FastNet(nn.Module):
         self.act = nn.GELU()
         groups, c_in = [], whiten_width
         for width in widths:
-            groups.append(ConvGroup(c_in, width, downsample))
+            groups.append(ConvGroup(c_in, width, downsample, padding_mode))
             c_in = width
         self.groups = nn.Sequential(*groups)
         self.pool = nn.AdaptiveMaxPool2d(1)
@@ -100,6 +113,8 @@ class FastNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` for normalised images ``(N, 3, 32, 32)``."""
+        if self.stem_pad is not None:
+            x = F.pad(x, (0, WHITEN_KERNEL - 1, 0, WHITEN_KERNEL - 1), mode=self.stem_pad)
         x = self.groups(self.act(self.whiten(x)))
         return self.head(self.dropout(self.flatten(self.pool(x)))) * LOGIT_SCALE
 

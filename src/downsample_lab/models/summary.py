@@ -63,7 +63,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerRow
         return hook
 
     for name, module in model.named_modules():
-        if not list(module.children()):
+        # nn.Identity: the empty site of model.downsample=stride, whose preceding conv downsamples
+        if not list(module.children()) and not isinstance(module, nn.Identity):
             hooks.append(module.register_forward_hook(record(name)))
     try:
         was_training = model.training

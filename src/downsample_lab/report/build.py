@@ -12,20 +12,32 @@ import pandas as pd
 
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.report.document import report_markdown
-from downsample_lab.report.plots import plot_acc_vs_throughput, plot_val_curves
+from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import NOT_STARTED, Run, find_run_dirs, is_training_run, load_run
-from downsample_lab.report.render import display_table, plain_table, runs_table
-from downsample_lab.report.stats import Arm, arm_keys, group_runs, run_labels, summarize, warmup_excluded
+from downsample_lab.report.render import display_table, plain_table, runs_table, shift_table
+from downsample_lab.report.stats import (
+    Arm,
+    arm_keys,
+    group_runs,
+    run_labels,
+    shift_summary,
+    summarize,
+    warmup_excluded,
+)
 
 REPORT_FILES = ("report.md", "results.csv", "runs.csv", "val_acc.png", "acc_vs_throughput.png")
+SHIFT_FILES = ("shift_robustness.csv", "shift_robustness.png")  # when a counted run logged the curves
 
 # The columns of the arm table that the command prints (those the table has).
 CONSOLE_COLUMNS = (
     "arm",
     "n",
     "test acc %",
-    "p vs baseline",
+    "Δ vs baseline, pp [95% CI]",
+    "p Holm",
     "TTA test acc %",
+    "TTA Δ, pp [95% CI]",
+    "TTA p Holm",
     "shift consistency %",
     "train images/s",
 )
@@ -44,6 +56,8 @@ class Report:
     labels: dict[Path, str]
     results: pd.DataFrame
     table: pd.DataFrame
+    shift: pd.DataFrame  # shift_summary(): the shift-robustness curves per arm, tidy (empty: none logged)
+    shift_table: pd.DataFrame
 
     @property
     def path(self) -> Path:
@@ -78,13 +92,20 @@ def build_report(root: Path, out: Path | None = None) -> Report:
     keys = arm_keys([r for r in runs if r.status == "completed"])
     results = summarize(arms)
     labels = run_labels(runs, arms)
-    rep = Report(root, out, runs, skipped, arms, keys, labels, results, display_table(results))
+    shift = shift_summary(arms)
+    rep = Report(
+        root, out, runs, skipped, arms, keys, labels, results, display_table(results),
+        shift, shift_table(shift, [a.label for a in arms]),
+    )  # fmt: skip
 
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
     runs_table(runs, root, labels).to_csv(out / "runs.csv", index=False)
     plot_val_curves(arms, out / "val_acc.png")
     plot_acc_vs_throughput(results, out / "acc_vs_throughput.png", warmup_excluded(arms))
+    if not shift.empty:
+        shift.to_csv(out / "shift_robustness.csv", index=False)
+        plot_shift_robustness(shift, out / "shift_robustness.png")
     rep.path.write_text(report_markdown(rep))
     return rep
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from downsample_lab.report.read import CONSISTENCY, DASH, NOT_STARTED, TEST_ACC_TTA, Run, value_text
 from downsample_lab.report.render import markdown_table, relative
-from downsample_lab.report.stats import IGNORED_KEYS, PAPER_KEY
+from downsample_lab.report.stats import HOLM, IGNORED_KEYS, PAPER_KEY
 
 if TYPE_CHECKING:
     from downsample_lab.report.build import Report
@@ -63,6 +63,7 @@ def _results(rep: Report) -> list[str]:
         "",
         "Unrounded numbers: `results.csv` (one row per arm, accuracies as fractions) and `runs.csv` "
         "(one row per run).",
+        *_shift_section(rep),
     ]
     common = _common_settings(rep.runs, rep.keys)
     if common:
@@ -77,9 +78,14 @@ def _column_notes(rep: Report) -> list[str]:
         "- **test acc %**: test accuracy of the weights each run tested (its best checkpoint by val/acc, or its final weights with `eval.test_weights`), mean ± sample std (ddof=1) "
         "over the completed runs; **95% CI**: t-distribution interval of the mean (n − 1 degrees of "
         f"freedom). With n = 1 there is no std or CI ({DASH}).",
-        "- **p vs baseline**: two-sided Welch's t-test (unequal variances) of the arm's test accuracies "
-        f"against its baseline's ({', '.join(f'`{b}`' for b in baselines) or DASH}); {DASH} for a "
-        "baseline itself and where either side has fewer than 2 runs. Not corrected for multiple comparisons.",
+        "- **Δ vs baseline, pp [95% CI]**: the arm's mean test accuracy minus its baseline's "
+        f"({', '.join(f'`{b}`' for b in baselines) or DASH}), in percentage points, with the 95% confidence "
+        "interval of that difference (Welch: unequal variances, Welch–Satterthwaite degrees of freedom). "
+        "**p vs baseline**: the two-sided Welch's t-test of the same comparison, uncorrected; "
+        f"**p Holm**: that p adjusted by the Holm–Bonferroni method (`{HOLM}`, statsmodels' `multipletests`) "
+        f"over the family of every arm's test against its baseline in this report ({_family(rep, 'welch_p')} "
+        f"tests). {DASH} for a baseline itself and where either side has fewer than 2 runs; the interval is "
+        "not adjusted for multiplicity.",
         "- **best val acc %**: each run's final `val/acc_best` (best validation accuracy over its epochs).",
         "- **train images/s**: per run, the mean of the per-epoch `train/images_per_sec` (global "
         "training throughput, evaluation excluded) leaving out the first epoch, which includes warm-up, "
@@ -90,8 +96,9 @@ def _column_notes(rep: Report) -> list[str]:
     ]
     if "TTA test acc %" in rep.table:
         notes.append(
-            f"- **TTA test acc %**, **TTA 95% CI**, **TTA p vs baseline**: the same for the final "
-            f"`{TEST_ACC_TTA}` (test-time augmentation, `eval.tta_level`), over the runs that logged it."
+            f"- **TTA test acc %**, **TTA 95% CI**, **TTA Δ**, **TTA p vs baseline**, **TTA p Holm**: the same "
+            f"for the final `{TEST_ACC_TTA}` (test-time augmentation, `eval.tta_level`), over the runs that "
+            f"logged it; Holm's family is the {_family(rep, 'welch_p_tta')} TTA tests, apart from the plain ones."
         )
     if "shift consistency %" in rep.table:
         notes.append(
@@ -105,6 +112,33 @@ def _column_notes(rep: Report) -> list[str]:
             f"keyed by `{PAPER_KEY}`; **test error %** is ours, 100 − test acc."
         )
     return notes
+
+
+def _family(rep: Report, column: str) -> int:
+    """How many tests a Holm family has: the arms with a defined p in ``column``."""
+    return int(rep.results[column].notna().sum()) if column in rep.results else 0
+
+
+def _shift_section(rep: Report) -> list[str]:
+    """The shift-robustness table and figure, when a counted run logged the curves."""
+    if rep.shift_table.empty:
+        return []
+    n_images = "about `eval.shift_images`"
+    return [
+        "",
+        "### Shift robustness",
+        "",
+        "Consistency (%) with the unshifted prediction of the plain network (no TTA) when the test images move "
+        "down and right by the same number of pixels (a diagonal shift), circular (content wraps around) and "
+        "linear (content leaves, zeros of the normalised image, i.e. the mean colour, come in), on a fixed random "
+        f"subset of {n_images} test images; then the accuracy (%) on that subset unshifted and at the largest "
+        "linear shift. Mean over the arm's runs; every curve, also along x, with std and n: "
+        "`shift_robustness.csv`.",
+        "",
+        markdown_table(rep.shift_table),
+        "",
+        "![Shift robustness](shift_robustness.png)",
+    ]
 
 
 def _common_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:

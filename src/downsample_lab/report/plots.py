@@ -96,3 +96,34 @@ def plot_acc_vs_throughput(results: pd.DataFrame, path: Path, warmup_excluded: b
     return _finish(
         fig, ax, path, "test accuracy (%)", "Accuracy against training throughput (mean ± std over seeds)"
     )
+
+
+def plot_shift_robustness(shift: pd.DataFrame, path: Path) -> Any:
+    """Accuracy (top) and consistency with the unshifted prediction (bottom) against the diagonal shift in
+    pixels, circular (left) and linear (right): each arm's mean over its runs, band = ± std. Returns the figure
+    it saved to ``path``."""
+    arms = list(dict.fromkeys(shift["arm"]))
+    fig = _figure(sum(len(a) // 100 + 1 for a in arms) + 6)
+    axes = fig.subplots(2, 2, sharex=True, sharey="row")  # circular and linear on one scale
+    for col, mode in enumerate(("circular", "linear")):
+        for row, (metric, label) in enumerate((("acc", "accuracy (%)"), ("consistency", "consistency (%)"))):
+            ax = axes[row][col]
+            for arm in arms:
+                points = shift[
+                    (shift["arm"] == arm) & (shift["curve"] == f"{mode}_diag") & (shift["metric"] == metric)
+                ].sort_values("shift")
+                if points.empty:
+                    continue
+                mean, std = points["mean"] * 100, points["std"].fillna(0) * 100
+                (line,) = ax.plot(points["shift"], mean, marker="o", markersize=3, label=arm)
+                ax.fill_between(points["shift"], mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            ax.set_title(f"{mode} shift, diagonal", fontsize="medium")
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel(label)
+            if row == 1:
+                ax.set_xlabel("shift (pixels, down and right)")
+    fig.suptitle("Shift robustness: mean over seeds, band = ± std (consistency: same class as unshifted)")
+    _legend(fig, axes[0][0])
+    fig.savefig(path, dpi=120)
+    return fig

@@ -30,13 +30,25 @@ FLOPS = "model/flops_per_image"
 IMAGES_PER_SEC = "train/images_per_sec"
 EPOCH = "epoch"  # Lightning's epoch counter, in runs written before train.py stopped logging it
 EPOCH_TIME = "train/epoch_time"
+SHIFT_PREFIX = (
+    "shift/"  # the shift-robustness curves: shift/<mode>_<direction>/<metric>, step = shift in pixels
+)
 
 NOT_STARTED = "not started"  # the status of a run that failed before its TensorBoard run existed
 DASH = "—"  # the text of a number or value that is not defined
 ABSENT = "(unset)"  # the value of a key that a run's config does not have (e.g. a key added later)
 
 # The final numbers of a run, as attributes of Run and columns of runs_frame().
-METRICS = ("test_acc", "val_acc_best", "consistency", "test_acc_tta", "params", "flops", "images_per_sec")
+METRICS = (
+    "test_acc",
+    "val_acc_best",
+    "val_acc_final",
+    "consistency",
+    "test_acc_tta",
+    "params",
+    "flops",
+    "images_per_sec",
+)
 
 
 @dataclass
@@ -59,6 +71,7 @@ class Run:
     hparams_in_tb: bool = False  # False: read from .hydra/config.yaml alone (precision "auto", not what ran)
     test_acc: float | None = None
     val_acc_best: float | None = None
+    val_acc_final: float | None = None  # the last val/acc: the final weights' (the lookahead's included)
     consistency: float | None = None
     test_acc_tta: float | None = None  # with test-time augmentation (eval.tta_level > 0)
     params: float | None = None
@@ -66,6 +79,7 @@ class Run:
     images_per_sec: float | None = None
     throughput_epochs: int = 0
     val_curve: dict[int, float] = field(default_factory=dict)  # epoch (1-based) → val/acc
+    shift: dict[str, dict[int, float]] = field(default_factory=dict)  # shift/... tag → {shift in px: value}
 
     @property
     def seed(self) -> str:
@@ -191,6 +205,15 @@ def val_curve(scalars: pd.DataFrame) -> dict[int, float]:
     return curve
 
 
+def shift_curves(scalars: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """The shift-robustness curves a run logged: ``{tag: {shift in pixels: value}}`` (tags ``shift/...``)."""
+    rows = scalars[scalars["tag"].astype(str).str.startswith(SHIFT_PREFIX)]
+    curves: dict[str, dict[int, float]] = {}
+    for tag, step, value in zip(rows["tag"], rows["step"], rows["value"], strict=True):
+        curves.setdefault(str(tag), {})[int(step)] = float(value)
+    return curves
+
+
 def _mean_throughput(scalars: pd.DataFrame) -> float | None:
     """Mean of the per-epoch images/s, leaving out the first epoch (warm-up) when there are at least two."""
     values = scalars.loc[scalars["tag"] == IMAGES_PER_SEC, "value"].to_numpy(dtype=float)
@@ -225,6 +248,7 @@ def load_run(path: Path) -> Run:
         hparams_in_tb=bool(tb_hparams),
         test_acc=test_acc,
         val_acc_best=_last(scalars, VAL_ACC_BEST),
+        val_acc_final=_last(scalars, VAL_ACC),
         consistency=_last(scalars, CONSISTENCY),
         test_acc_tta=_last(scalars, TEST_ACC_TTA),
         params=_last(scalars, PARAMS),
@@ -233,6 +257,7 @@ def load_run(path: Path) -> Run:
         throughput_epochs=int((scalars["tag"] == IMAGES_PER_SEC).sum()),
         task=_read_task(path),
         val_curve=val_curve(scalars),
+        shift=shift_curves(scalars),
     )
     if run.val_acc_best is None and run.val_curve:
         run.val_acc_best = max(run.val_curve.values())

@@ -20,6 +20,7 @@ RUNS_CSV_COLUMNS = [
     "seed",
     "test_acc",
     "val_acc_best",
+    "val_acc_final",
     "consistency",
     "test_acc_tta",
     "params",
@@ -46,6 +47,15 @@ def fmt_mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 2)
 def fmt_ci(low: float, high: float) -> str:
     """``[78.52, 83.48]``: a confidence interval of fractions, in %."""
     return f"[{low * 100:.2f}, {high * 100:.2f}]" if is_defined(low) else DASH
+
+
+def fmt_diff(diff: float, low: float, high: float) -> str:
+    """``+1.23 [+0.50, +1.96]``: a difference of fractions and its confidence interval, in percentage points;
+    the difference alone without an interval."""
+    if not is_defined(diff):
+        return DASH
+    text = f"{diff * 100:+.2f}"
+    return text + (f" [{low * 100:+.2f}, {high * 100:+.2f}]" if is_defined(low) else "")
 
 
 def fmt_p(p: float) -> str:
@@ -81,11 +91,19 @@ def display_table(results: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({"arm": results["arm"], "n": results["n"]})
     table["test acc %"] = _column(results, fmt_mean_std, "test_acc_mean", "test_acc_std")
     table["95% CI"] = _column(results, fmt_ci, "test_acc_ci95_low", "test_acc_ci95_high")
+    table["Δ vs baseline, pp [95% CI]"] = _column(
+        results, fmt_diff, "welch_p_diff", "welch_p_diff_ci95_low", "welch_p_diff_ci95_high"
+    )
     table["p vs baseline"] = _column(results, fmt_p, "welch_p")
+    table["p Holm"] = _column(results, fmt_p, "welch_p_holm")
     if (results["test_acc_tta_n"] > 0).any():
         table["TTA test acc %"] = _column(results, fmt_mean_std, "test_acc_tta_mean", "test_acc_tta_std")
         table["TTA 95% CI"] = _column(results, fmt_ci, "test_acc_tta_ci95_low", "test_acc_tta_ci95_high")
+        table["TTA Δ, pp [95% CI]"] = _column(
+            results, fmt_diff, "welch_p_tta_diff", "welch_p_tta_diff_ci95_low", "welch_p_tta_diff_ci95_high"
+        )
         table["TTA p vs baseline"] = _column(results, fmt_p, "welch_p_tta")
+        table["TTA p Holm"] = _column(results, fmt_p, "welch_p_tta_holm")
     if results["paper_test_error_pct"].notna().any():
         table["test error %"] = [
             f"{(1 - m) * 100:.2f}" if is_defined(m) else DASH for m in results["test_acc_mean"]
@@ -100,7 +118,7 @@ def display_table(results: pd.DataFrame) -> pd.DataFrame:
     table["FLOPs/image"] = _column(results, _mega, "flops_per_image")
     table["train images/s"] = _column(results, _rate, "images_per_sec_mean", "images_per_sec_std")
     if results.loc[results["baseline"] != "", "baseline"].nunique() > 1:
-        table.insert(5, "baseline", [b or DASH for b in results["baseline"]])
+        table.insert(4, "baseline", [b or DASH for b in results["baseline"]])
     return table
 
 
@@ -138,3 +156,31 @@ def runs_table(runs: Sequence[Run], root: Path, labels: Mapping[Path, str]) -> p
     frame["run"] = [relative(p, root) for p in frame["path"]]
     frame["arm"] = [labels[p] for p in frame["path"]]
     return frame[RUNS_CSV_COLUMNS]
+
+
+def shift_table(shift: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
+    """The shift-robustness table of ``report.md``: per arm, mean consistency with the unshifted prediction (%)
+    at each diagonal shift, circular and linear, and the accuracy at the largest linear shift."""
+    if shift.empty:
+        return pd.DataFrame()
+    diag = shift[shift["curve"].str.endswith("_diag")]
+    shifts = sorted(s for s in diag["shift"].unique() if s > 0)
+    rows = []
+    for arm in arms:
+        mine = diag[diag["arm"] == arm]
+        if mine.empty:
+            continue
+        row: dict[str, Any] = {"arm": arm}
+        for mode in ("circular", "linear"):
+            for s in shifts:
+                hit = mine[
+                    (mine["curve"] == f"{mode}_diag")
+                    & (mine["metric"] == "consistency")
+                    & (mine["shift"] == s)
+                ]
+                row[f"{mode} {s} px"] = f"{hit['mean'].iloc[0] * 100:.2f}" if len(hit) else DASH
+        for s in (0, shifts[-1] if shifts else 0):
+            hit = mine[(mine["curve"] == "linear_diag") & (mine["metric"] == "acc") & (mine["shift"] == s)]
+            row[f"acc {s} px %"] = f"{hit['mean'].iloc[0] * 100:.2f}" if len(hit) else DASH
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,7 +1,9 @@
 """Arms and their statistics: which hyperparameters define an arm, the arms and their baselines, and per arm the
-mean, sample std and t confidence interval of each final number with Welch's t-test against the baseline.
+mean, sample std and t confidence interval of each final number; against the baseline, the difference of means
+with its Welch 95% CI, Welch's t-test p and its Holm-adjusted value over the arms of one report.
 
-:func:`summarize` computes the numbers of ``results.csv`` from the tidy table of :func:`read.runs_frame`.
+:func:`summarize` computes the numbers of ``results.csv`` from the tidy table of :func:`read.runs_frame`;
+:func:`shift_summary` the shift-robustness curves of ``shift_robustness.csv``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import scipy.stats
 
 from downsample_lab import runs as run_dirs
 from downsample_lab.report.read import ABSENT, DASH, Run, canonical, runs_frame, value_text
+
+HOLM = "holm"  # the multiple-comparison correction: Holm–Bonferroni (statsmodels' multipletests)
 
 # Config keys that never define an arm: the bookkeeping keys (where files live, how a run reports progress, how
 # it was resumed), and `seed`, because seeds are an arm's replicates.
@@ -155,6 +159,39 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
         return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def effect(
+    a: Sequence[float], b: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float, float]:
+    """Difference of means ``mean(a) - mean(b)``, its Welch confidence interval and the two-sided Welch p-value.
+
+    The interval and p come from scipy's Welch t-test (unequal variances, Welch–Satterthwaite degrees of
+    freedom); all but the difference are NaN when either side has fewer than 2 values or neither varies.
+    """
+    if len(a) == 0 or len(b) == 0:
+        return (math.nan,) * 4
+    diff = float(np.mean(a) - np.mean(b))
+    p = welch_p(a, b)
+    if math.isnan(p):
+        return diff, math.nan, math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    return diff, float(ci.low), float(ci.high), p
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values of one family of tests (statsmodels' ``multipletests``); NaN stays NaN and is not
+    counted in the family."""
+    from statsmodels.stats.multitest import multipletests  # imported here: only the report needs it
+
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(p), math.nan)
+    defined = ~np.isnan(p)
+    if defined.any():
+        adjusted[defined] = multipletests(p[defined], method=HOLM)[1]
+    return adjusted.tolist()
+
+
 def _spread(values: pd.Series, name: str, ci: bool = False, n: bool = False) -> dict[str, float]:
     """``<name>_mean``, ``<name>_std`` and, if asked, the 95% CI and the count, over the logged values."""
     mean, std, low, high = mean_std_ci(values.dropna().tolist())
@@ -175,8 +212,11 @@ def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
     def logged(arm: Arm, column: str) -> list[float]:
         return frame.loc[frame["arm"] == position[id(arm)], column].dropna().tolist()
 
-    def welch(arm: Arm, column: str) -> float:
-        return welch_p(logged(arm, column), logged(arm.baseline, column)) if arm.baseline else math.nan
+    def versus_baseline(arm: Arm, column: str, name: str) -> dict[str, float]:
+        diff, low, high, p = (
+            effect(logged(arm, column), logged(arm.baseline, column)) if arm.baseline else (math.nan,) * 4
+        )
+        return {f"{name}_diff": diff, f"{name}_diff_ci95_low": low, f"{name}_diff_ci95_high": high, name: p}
 
     rows = []
     for arm in arms:
@@ -193,17 +233,40 @@ def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
                 **_spread(runs["val_acc_best"], "val_acc_best"),
                 **_spread(runs["consistency"], "consistency", n=True),
                 **_spread(runs["test_acc_tta"], "test_acc_tta", ci=True, n=True),
-                "welch_p_tta": welch(arm, "test_acc_tta"),
+                **versus_baseline(arm, "test_acc_tta", "welch_p_tta"),
                 "params": float(np.mean(params)) if params else math.nan,
                 "params_spread": (max(params) - min(params)) if params else math.nan,
                 "flops_per_image": float(np.mean(flops)) if flops else math.nan,
                 **_spread(runs["images_per_sec"], "images_per_sec"),
                 "baseline": arm.baseline.label if arm.baseline else "",
-                "welch_p": welch(arm, "test_acc"),
+                **versus_baseline(arm, "test_acc", "welch_p"),
                 "paper_test_error_pct": PAPER_TABLE3_TEST_ERROR.get(name, math.nan),
             }
         )
-    return pd.DataFrame(rows)
+    results = pd.DataFrame(rows)
+    if not results.empty:  # one family per accuracy: every arm's test against its baseline in this report
+        results["welch_p_holm"] = holm(results["welch_p"])
+        results["welch_p_tta_holm"] = holm(results["welch_p_tta"])
+    return results
+
+
+def shift_summary(arms: Sequence[Arm]) -> pd.DataFrame:
+    """The shift-robustness curves per arm, tidy: one row per arm, curve (``circular_diag``, ...), metric
+    (``acc``, ``consistency``) and shift in pixels, with mean, sample std and n over the arm's runs that logged it.
+    """
+    rows = []
+    for arm in arms:
+        values: dict[tuple[str, str, int], list[float]] = {}
+        for run in arm.runs:
+            for tag, points in run.shift.items():
+                curve, metric = tag.split("/")[1:3]
+                for shift, value in points.items():
+                    values.setdefault((curve, metric, shift), []).append(value)
+        for (curve, metric, shift), vals in sorted(values.items()):
+            mean, std, _, _ = mean_std_ci(vals)
+            rows.append({"arm": arm.label, "curve": curve, "metric": metric, "shift": shift,
+                         "mean": mean, "std": std, "n": len(vals)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["arm", "curve", "metric", "shift", "mean", "std", "n"])
 
 
 def warmup_excluded(arms: Sequence[Arm]) -> bool | None:
