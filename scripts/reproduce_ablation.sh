@@ -86,7 +86,7 @@ finals() {  # each line of final_commands.txt: python -m downsample_lab.train -m
     for w in "${words[@]:4}"; do
       if [[ $w == hydra.sweep.dir=* ]]; then dir=${w#hydra.sweep.dir=}; else overrides+=("$w"); fi
     done
-    sweep "$dir" "${overrides[@]}" || rc=1
+    sweep "$dir" "${overrides[@]}" < /dev/null || rc=1  # the file stays this loop's input
   done < "$study/final_commands.txt"
   return "$rc"
 }
@@ -104,7 +104,7 @@ step report_selection "$python" -m downsample_lab.selection "$study/tune" --fina
   --seeds "$seeds" --command "python -m downsample_lab.train -m experiment=${experiment} $*" || status=1
 step report "$python" -m downsample_lab.report "$study/final" --out "$study" || status=1
 "$python" - "$study" "$mode" "$*" <<'PY'
-# study.json: what ran, where and how long (each step's last attempt; a resumed study adds attempts)
+# study.json: what ran, where and how long (every attempt of each step: a resumed study adds attempts)
 import json, platform, subprocess, sys
 from pathlib import Path
 

@@ -203,6 +203,7 @@ def test_raw_loop_takes_each_schedule_from_the_classifier(tmp_path, schedule):
         (["trainer.precision=bf16-true"], r"trainer.precision=bf16-true \(runs as bf16-true\) is not supported"),
         (["model.widths=[]"], r"model.widths=\[\] is not valid"),
         (["+bench.repeats=3"], r"bench.repeats is not a config key; the bench group has: strategies"),
+        (["model.padding_mode=circular"], r"model.padding_mode=circular does not apply to bench.strategies blurpool"),
     ],
 )  # fmt: skip
 def test_bad_bench_config_is_named_in_one_sentence(overrides, message):

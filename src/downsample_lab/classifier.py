@@ -30,8 +30,8 @@ class Classifier(L.LightningModule):
         model: the ``model`` config group (a :class:`~downsample_lab.config.ModelConfig`, or the plain dict a
             checkpoint saved: checkpoints keep plain values, so ``eval`` rebuilds the model from them).
         optim: the ``optim`` config group (:class:`~downsample_lab.config.OptimConfig`, or its plain dict).
-        max_shift: ``eval.max_shift``, the largest shift (pixels) of the test-time shift-consistency check;
-            0 turns it off.
+        max_shift: ``eval.max_shift``, the largest shift (pixels) of the test-time shift-consistency check and of
+            the shift-robustness curves; 0 turns both off.
         tta_level: ``eval.tta_level``: 0, or log ``test/acc_tta`` with test-time augmentation 1 or 2 (:mod:`tta`).
         shift_images: ``eval.shift_images``: about this many test images get the shift-robustness curves
             (:class:`~downsample_lab.consistency.ShiftCurves`, shifts 0…``max_shift``); 0 turns them off.

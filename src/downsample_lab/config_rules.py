@@ -56,6 +56,12 @@ def check(node: DictConfig) -> None:
         _check_resume(node)
     if "bench" in node:
         _check_bench(node.bench)
+        zeros_only = [str(s) for s in node.bench.strategies if str(s) in ZERO_PADDING_ONLY]
+        if zeros_only and node.model.padding_mode not in (None, "zeros"):
+            raise ConfigError(
+                f"model.padding_mode={node.model.padding_mode} does not apply to bench.strategies "
+                f"{', '.join(zeros_only)}, which pad with zeros only; use model.padding_mode=zeros or leave them out"
+            )
 
 
 def _shown(value: Any) -> str:
