@@ -10,22 +10,16 @@ from typing import Any
 
 import pandas as pd
 
-from downsample_lab.report.read import DASH, Run, runs_frame
+from downsample_lab.report.read import DASH, METRICS, Run, runs_frame
 
+# runs.csv: the run's place and arm, then its final numbers (read.METRICS, flops named per image), then epochs
 RUNS_CSV_COLUMNS = [
     "run",
     "status",
     "reason",
     "arm",
     "seed",
-    "test_acc",
-    "val_acc_best",
-    "val_acc_final",
-    "consistency",
-    "test_acc_tta",
-    "params",
-    "flops_per_image",
-    "images_per_sec",
+    *("flops_per_image" if m == "flops" else m for m in METRICS),
     "epochs",
 ]
 
