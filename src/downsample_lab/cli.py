@@ -127,6 +127,19 @@ def check_overrides(overrides: list[Any], config_name: str, schema: type) -> Non
             raise ConfigError(f"{key} is not a config key{did_you_mean(key, keys)}{has}")
 
 
+def _check_launcher_overrides(overrides: list[Any]) -> None:
+    """Raise ConfigError for a ``hydra.launcher.n_jobs`` that is not a whole number of jobs (joblib's -1 = one
+    per CPU core)."""
+    for o in overrides:
+        if o.key_or_group == "hydra.launcher.n_jobs" and not o.is_sweep_override():
+            value = o.value()
+            if isinstance(value, bool) or not isinstance(value, int) or value == 0 or value < -1:
+                raise ConfigError(
+                    f"hydra.launcher.n_jobs={value} is not a number of jobs: give how many jobs of the sweep run at "
+                    "once (1, 2, ...; -1 for one per CPU core), with hydra/launcher=parallel"
+                )
+
+
 def _is_true(value: Any) -> bool:
     return value is True or str(value).lower() == "true"
 
@@ -191,6 +204,7 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
             f"'~' or spaces in quotes, e.g. {example}"
         ) from None
     check_overrides(overrides, config_name, schema)
+    _check_launcher_overrides(overrides)
     if not args.multirun and (name := _sweep_experiment(overrides)):
         raise ConfigError(
             f"experiment={name} is a sweep (it sets hydra.sweeper.params); add -m to run it: "
@@ -227,6 +241,8 @@ def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
     saved = record.read_bytes() if record is not None else None
     try:
         return hydra_main()
+    except KeyboardInterrupt:  # Ctrl-C outside a job's training loop (e.g. in a parallel sweep's launcher)
+        sys.exit(130)  # as a shell reports a process ended by SIGINT; the sweep's summary says what stopped
     finally:
         # Hydra's launcher rewrites multirun.yaml at every start; a resumed sweep keeps the one it was started
         # with, as a resumed run keeps its .hydra/ (configs/hydra/default.yaml, output_subdir).

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
 from downsample_lab import (
@@ -297,6 +297,28 @@ def check_accelerator(t: DictConfig) -> None:
         raise ConfigError(
             f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and torch sees none "
             "on this machine; use trainer=cpu, or run where torch.cuda.is_available() is true"
+        )
+
+
+def check_launcher(t: DictConfig) -> None:
+    """Raise ConfigError for DDP inside a job of a parallel sweep (``hydra/launcher=parallel``).
+
+    The jobs of such a sweep share the machine; a job that started its own process group over every device
+    would compete with the others for them (and its worker processes would outlive a stopped pool).
+    """
+    from downsample_lab.resolvers import concurrent_jobs, runs_on_cuda
+
+    devices = t.devices
+    if devices == "auto":  # Lightning's auto: every GPU there is, else one CPU process
+        devices = max(1, torch.cuda.device_count()) if runs_on_cuda(t.accelerator) else 1
+    n = len(devices) if isinstance(devices, list | ListConfig) else int(devices)
+    ddp = "ddp" in str(t.strategy) or n != 1 or int(t.num_nodes) != 1
+    if ddp and concurrent_jobs() > 1:
+        raise ConfigError(
+            f"trainer.strategy={t.strategy} trainer.devices={t.devices} trainer.num_nodes={t.num_nodes} runs DDP "
+            "inside a job, which a parallel sweep (hydra/launcher=parallel) does not do: run the jobs on one device "
+            "each (trainer.devices=1, e.g. trainer=gpu) or sweep the DDP jobs one at a time (drop "
+            "hydra/launcher=parallel)"
         )
 
 

@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import runs
 from downsample_lab.errors import UserError, exit_with_error
-from downsample_lab.resolvers import planned_jobs
+from downsample_lab.jobtime import add_up
+from downsample_lab.jobtime import describe as describe_times
+from downsample_lab.resolvers import concurrent_jobs, cpu_count, launcher_overrides, planned_jobs
 
 log = logging.getLogger("downsample_lab")
 
@@ -77,9 +80,7 @@ def resume_advice(directory: Path) -> str:
     hydra_cfg = HydraConfig.get()
     has_checkpoint = (directory / "checkpoints" / "last.ckpt").is_file()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        command = "python -m downsample_lab.train -m resume=true " + _hydra_value(
-            "hydra.sweep.dir", _shown(hydra_cfg.sweep.dir)
-        )
+        command = sweep_resume_command(hydra_cfg)
         if has_checkpoint:
             return f"continue the sweep (this job from its last checkpoint) with: {command}"
         return f"this job had no checkpoint yet and starts again when the sweep goes on: {command}"
@@ -88,6 +89,16 @@ def resume_advice(directory: Path) -> str:
             "hydra.run.dir", _shown(directory)
         )
     return f"it had no checkpoint yet, so it must start again: {restart_command()}"
+
+
+def sweep_resume_command(hydra_cfg: Any) -> str:
+    """The command that continues the sweep of ``hydra_cfg`` (a ``hydra`` node), with the launcher it ran with."""
+    words = [
+        *launcher_overrides(hydra_cfg),
+        "resume=true",
+        _hydra_value("hydra.sweep.dir", _shown(hydra_cfg.sweep.dir)),
+    ]
+    return " ".join(["python -m downsample_lab.train -m", *words])
 
 
 def restart_command() -> str:
@@ -124,37 +135,81 @@ def run_task(
         metrics = previous.get("metrics", {})
         return metrics.get(metric) if metric else None
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    parallel = concurrent_jobs() > 1
+    if parallel:
+        _share_machine(concurrent_jobs())
     resumable = "resume" in cfg
     started = False  # whether this command has written status.json (a new run, or a resume that began)
     handler = _catch_sigterm()
+    t0 = time.perf_counter()
     try:
         if check is not None:
             check(cfg)
         write_status(directory, "running")
         started = True
-        metrics = task(cfg)
+        result = task(cfg)
     except UserError as err:
         if started or not previous:
             write_status(directory, "failed", error=str(err))
+        if parallel:
+            _job_line(directory, f"failed: {err}", t0)
         if multirun:
             raise JobError(str(err)) from None
         exit_with_error(err)  # one line on stderr; status.json keeps the reason
     except SIGTERMException:
-        _stopped(directory, "stopped by SIGTERM", resumable, started or not previous)
+        _stopped(directory, "stopped by SIGTERM", resumable, started or not previous, parallel)
         # Lightning stops at a batch boundary and raises SystemExit(None), which would exit 0; report the signal
         # as a shell does for a process it ended.
         sys.exit(128 + 15)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
-        _stopped(directory, "interrupted", resumable, started or not previous)
+        _stopped(directory, "interrupted", resumable, started or not previous, parallel)
         raise
     except BaseException as err:
-        _stopped(directory, f"crashed ({_reason(err)})", resumable, started or not previous)
+        _stopped(directory, f"crashed ({_reason(err)})", resumable, started or not previous, parallel)
+        if parallel:
+            _job_line(directory, f"crashed ({_reason(err)})", t0)
         raise
     finally:
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
-    write_status(directory, "completed", metrics=metrics)
+    # A task returns its metrics, or its metrics and more for status.json (train: the job's times).
+    metrics, extra = result if isinstance(result, tuple) else (result, {})
+    write_status(directory, "completed", metrics=metrics, **extra)
+    if parallel:
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in JOB_LINE_METRICS if k in metrics)
+        _job_line(directory, "completed" + (f": {shown}" if shown else ""), t0)
     return metrics.get(metric) if metric else None
+
+
+# What the one console line of a finished job in a parallel sweep shows.
+JOB_LINE_METRICS = ("val/acc_best", "test/acc", "test/acc_tta")
+
+
+def _share_machine(jobs: int) -> None:
+    """In one of ``jobs`` jobs running at once: take a share of the CPU cores, and leave the console to the
+    sweep (this job's log lines go to its train.log only, and it prints one line when it ends)."""
+    import torch
+
+    from downsample_lab.console import quiet_libraries
+
+    quiet_libraries()  # a worker process of the pool: cli.run did this in the sweep's process only
+    torch.set_num_threads(max(1, cpu_count() // jobs))
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C reaches every process of the terminal's group; the sweep stops the pool (downsample_lab.launcher)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:  # the console; FileHandler (train.log) is a subclass
+            root.removeHandler(handler)
+    log.info(
+        "One of %d jobs running at once (hydra/launcher=parallel): %d torch threads.",
+        jobs,
+        torch.get_num_threads(),
+    )
+
+
+def _job_line(directory: Path, what: str, t0: float) -> None:
+    print(f"Job {_shown(directory)} {what} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 def _raise_sigterm(signum: int, frame: Any) -> None:
@@ -171,21 +226,24 @@ def _catch_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _raise_sigterm)
 
 
-def _stopped(directory: Path, what: str, resumable: bool, record: bool) -> None:
+def _stopped(directory: Path, what: str, resumable: bool, record: bool, parallel: bool = False) -> None:
     advice = resume_advice(directory) if resumable else ""
     if record:
         write_status(directory, "failed", error=f"{what}; {advice}" if advice else what)
-    if advice:
+    if advice and not parallel:  # in a parallel sweep the sweep's summary gives the resume command, once
         _report_stop(directory, what, advice)
 
 
-def sweep_summary(sweep_dir: Path, hint: str = "", planned: int | None = None) -> tuple[str, bool]:
+def sweep_summary(
+    sweep_dir: Path, hint: str = "", planned: int | None = None, elapsed: float | None = None
+) -> tuple[str, bool]:
     """One line for the sweep and one per job that did not complete, from the jobs' ``status.json`` files.
 
     Returns the text (empty when no job has a status) and whether every job completed. ``planned`` is the
     number of jobs the sweep meant to run (:func:`downsample_lab.resolvers.planned_jobs`): jobs without a
     directory or status never ran (the sweep was stopped before them), and the summary says how many. A job
-    is named by its number and the overrides that set it apart from the other jobs of the sweep.
+    is named by its number and the overrides that set it apart from the other jobs of the sweep. With
+    ``elapsed`` (the sweep's wall seconds) a last line adds up where the jobs' time went (their ``times``).
     """
     jobs = []
     for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else [], key=_job_number):
@@ -207,14 +265,21 @@ def sweep_summary(sweep_dir: Path, hint: str = "", planned: int | None = None) -
     never = total - len(jobs)
     if not jobs and not planned:
         return "", True  # no job got as far as its task (e.g. a composition error, which Hydra reports)
+    times = [t for _, status, _ in jobs if isinstance(t := status.get("times"), dict)]
+    footer = [_time_line(times, elapsed)] if times and elapsed is not None else []
     if not lines and not never:
-        return f"Sweep {sweep_dir}: all {done} jobs completed.", True
+        return "\n".join([f"Sweep {sweep_dir}: all {done} jobs completed.", *footer]), True
     head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
     if lines:
         head += f"; {len(lines)} did not" + (f" and {never} never ran" if never else "") + ":"
     else:
         head += f"; {never} never ran."
-    return "\n".join([head, *lines, *([hint] if hint else [])]), False
+    return "\n".join([head, *lines, *footer, *([hint] if hint else [])]), False
+
+
+def _time_line(times: list[dict[str, float]], elapsed: float) -> str:
+    total = add_up(times)
+    return f"Time: {elapsed:.0f} s for the sweep; its {len(times)} timed jobs took {describe_times(total)}."
 
 
 def _job_number(job: Path) -> int:
@@ -230,6 +295,16 @@ def _overrides(job: Path) -> dict[str, str]:
     return dict(str(o).split("=", 1) for o in listed if "=" in str(o))
 
 
+def mark_stopped(sweep_dir: Path) -> int:
+    """Record every job of ``sweep_dir`` still marked running as stopped; returns how many there were."""
+    count = 0
+    for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else []):
+        if _job_number(job) >= 0 and read_status(job).get("status") == "running":
+            runs.write_status(job, "failed", error="interrupted: the sweep stopped while it ran")
+            count += 1
+    return count
+
+
 class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, print which jobs failed and why (``configs/hydra/default.yaml``).
 
@@ -243,14 +318,16 @@ class SweepSummary(Callback):
         self._sweep_dir: Path | None = None
         self._hint = ""
         self._planned: int | None = None
+        self._t0 = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._sweep_dir = Path(config.hydra.sweep.dir)
         self._planned = planned_jobs(config.hydra)
+        self._t0 = time.perf_counter()
         if "resume" in config:
             self._hint = (
-                "Fix what failed, then repeat the sweep command with resume=true "
-                f"hydra.sweep.dir={self._sweep_dir}: completed jobs are skipped, the others resumed."
+                f"Continue the sweep (after fixing what failed) with: {sweep_resume_command(config.hydra)} "
+                "(completed jobs are skipped, the others resumed)."
             )
         atexit.register(self._report)
 
@@ -260,7 +337,10 @@ class SweepSummary(Callback):
     def _report(self) -> None:
         if self._sweep_dir is None:
             return
-        text, ok = sweep_summary(self._sweep_dir, self._hint, self._planned)
+        # At the sweep's end or exit no job of it runs any more (a parallel sweep's workers are gone: joblib kills
+        # them on Ctrl-C, before they can record it): a job still marked running was stopped.
+        mark_stopped(self._sweep_dir)
+        text, ok = sweep_summary(self._sweep_dir, self._hint, self._planned, time.perf_counter() - self._t0)
         self._sweep_dir = None  # once: at the end of the sweep or at exit, whichever comes first
         if text:
             print(text, file=sys.stdout if ok else sys.stderr, flush=True)

@@ -9,6 +9,7 @@ downsampling strategies in ``--help`` and ``${records_subdir:...}`` keeps a resu
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,45 @@ def sweep_overrides(hydra_cfg: Any) -> list[Any]:
     params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
     lines += [f"{k}={v}" for k, v in params.items()]
     return [o for o in OverridesParser.create().parse_overrides(lines) if o.is_sweep_override()]
+
+
+# The launcher that runs a sweep's jobs several at a time (configs/hydra/launcher/parallel.yaml).
+PARALLEL_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+def _parallel_jobs(launcher: Any) -> int:
+    """``hydra.launcher.n_jobs`` of the parallel launcher (``-1``, joblib's "one per CPU", counted); else 1."""
+    if launcher is None or OmegaConf.select(launcher, "_target_", default=None) != PARALLEL_LAUNCHER:
+        return 1
+    n = int(launcher.n_jobs)
+    return n if n > 0 else max(1, cpu_count() + 1 + n)
+
+
+def cpu_count() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def concurrent_jobs() -> int:
+    """How many jobs of the current sweep run at once: ``hydra.launcher.n_jobs`` under ``hydra/launcher=parallel``,
+    1 under Hydra's basic launcher and outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    return _parallel_jobs(HydraConfig.get().launcher)
+
+
+def launcher_overrides(hydra_cfg: Any) -> list[str]:
+    """The command-line overrides that select the sweep's launcher again (for a resume command), if not the
+    basic one: ``hydra/launcher=parallel hydra.launcher.n_jobs=<k>``."""
+    if OmegaConf.select(hydra_cfg, "launcher._target_", default=None) != PARALLEL_LAUNCHER:
+        return []
+    return ["hydra/launcher=parallel", f"hydra.launcher.n_jobs={hydra_cfg.launcher.n_jobs}"]
 
 
 def planned_jobs(hydra_cfg: Any) -> int | None:

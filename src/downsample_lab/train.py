@@ -30,10 +30,12 @@ from downsample_lab.callbacks import (
     StopOnNonFiniteLoss,
 )
 from downsample_lab.classifier import Classifier
-from downsample_lab.config import TrainConfig, check_accelerator, config_dir, plain, validate
+from downsample_lab.config import TrainConfig, check_accelerator, check_launcher, config_dir, plain, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import restart_command, run_dir, run_task
 from downsample_lab.errors import ConfigError, UserError
+from downsample_lab.jobtime import JobTimes, TimedCheckpointIO
+from downsample_lab.jobtime import describe as describe_times
 from downsample_lab.models import describe_model
 from downsample_lab.trainer import build_trainer, distributed_job, log_hparams, tensorboard_logger
 
@@ -133,6 +135,14 @@ def uses_best_checkpoint(cfg: DictConfig) -> bool:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (or continue an interrupted fit), then test the best checkpoint; returns the final metrics."""
+    return train_job(cfg)[0]
+
+
+def train_job(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`train`, with what ``status.json`` records besides the metrics: ``times``, the job's wall seconds
+    per phase (:mod:`downsample_lab.jobtime`)."""
+    io = TimedCheckpointIO()
+    clock = JobTimes(io)
     cfg = validate(cfg)
     out = run_dir()
     resume = resume_point(cfg, out)
@@ -164,6 +174,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         EpochThroughput(),
         EpochSummary(),
         RunState(plain(cfg)),
+        clock,
         StopOnNonFiniteLoss(
             cfg.trainer.log_every_n_steps, cfg.checkpoint.every_n_steps, out / "checkpoints" / "last.ckpt"
         ),
@@ -175,12 +186,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks.append(MidEpochCheckpoint(**last, every_n_train_steps=cfg.checkpoint.every_n_steps))
     # A resumed run continues the same TensorBoard run (same directory and name) from the checkpoint's step.
     logger = tensorboard_logger(out, run_name(cfg), purge_step=resume[1] if resume else None)
-    trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=callbacks, logger=logger)
+    trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=callbacks, logger=logger, plugins=[io])
     log_hparams(logger, cfg, precision=str(trainer.precision))
 
     if resume is not None:
         log.info("Resuming from %s (step %d).", *resume)
+    clock.mark("fit_start")
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume[0] if resume else None, weights_only=True)
+    clock.mark("fit_end")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if "val/acc_best" not in metrics and checkpoint.best_model_score is not None:
         # Resumed from a checkpoint of its last epoch: nothing was logged, but the best score came back with
@@ -189,18 +202,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # fast_dev_run writes no checkpoint: test the weights in memory then.
     ckpt = checkpoint.best_model_path or None if uses_best_checkpoint(cfg) else None
     log.info("Testing %s.", ckpt or "the final weights")
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+    clock.mark("test_start")
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)  # the log's last line has them
+    clock.mark("test_end")
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
     log.info("Best checkpoint: %s", checkpoint.best_model_path or "(none: fast_dev_run)")
     log.info("Final metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
-    return metrics
+    times = clock.seconds()
+    log.info("Time: %s.", describe_times(times))
+    return metrics, {"times": times}
 
 
 def _check_start(cfg: DictConfig) -> None:
     # Before status.json is touched: a refused resume leaves the run's records as they were.
     typed = validate(cfg)
     check_accelerator(typed.trainer)
+    check_launcher(typed.trainer)
     resume_point(typed, run_dir())
 
 
@@ -208,7 +226,11 @@ def _check_start(cfg: DictConfig) -> None:
 def _main(cfg: DictConfig) -> float | None:
     with distributed_job():
         return run_task(
-            train, cfg, metric="val/acc_best", skip_completed=cfg.get("resume") is True, check=_check_start
+            train_job,
+            cfg,
+            metric="val/acc_best",
+            skip_completed=cfg.get("resume") is True,
+            check=_check_start,
         )
 
 

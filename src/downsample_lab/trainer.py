@@ -44,7 +44,7 @@ from downsample_lab.callbacks import ProgressBar
 from downsample_lab.config import TrainConfig, check_accelerator, plain
 from downsample_lab.console import quiet_libraries
 from downsample_lab.models import effective_widths
-from downsample_lab.resolvers import runs_on_cuda, sweep_overrides
+from downsample_lab.resolvers import concurrent_jobs, runs_on_cuda, sweep_overrides
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,12 @@ def distributed_job() -> Iterator[None]:
 
 
 def build_trainer(
-    trainer_cfg: DictConfig, *, run_dir: Path, callbacks: Iterable[L.Callback], logger: Any
+    trainer_cfg: DictConfig,
+    *,
+    run_dir: Path,
+    callbacks: Iterable[L.Callback],
+    logger: Any,
+    plugins: list[Any] | None = None,
 ) -> L.Trainer:
     """A ``lightning.Trainer`` from the ``trainer`` config group; every key of the group is a Trainer argument."""
     if HydraConfig.initialized():
@@ -143,8 +148,11 @@ def build_trainer(
     quiet_libraries()
     callbacks = list(callbacks)
     # A bar only where a person watches it: redirected to a file, tqdm's redraws are noise (EpochSummary's
-    # lines say the same). It redraws at the logging interval.
-    kwargs["enable_progress_bar"] = trainer_cfg.enable_progress_bar and sys.stderr.isatty()
+    # lines say the same); and none in the jobs of a parallel sweep, whose bars would overwrite each other. It
+    # redraws at the logging interval.
+    kwargs["enable_progress_bar"] = (
+        trainer_cfg.enable_progress_bar and sys.stderr.isatty() and concurrent_jobs() == 1
+    )
     if kwargs["enable_progress_bar"]:
         callbacks.append(ProgressBar(refresh_rate=trainer_cfg.log_every_n_steps))
     # The "Model: ..." log line has parameters and FLOPs; Lightning's summary would show 0 FLOPs.
@@ -154,6 +162,7 @@ def build_trainer(
         logger=logger,
         default_root_dir=str(run_dir),
         enable_model_summary=False,
+        plugins=plugins,
     )
 
 

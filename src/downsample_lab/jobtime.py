@@ -1,0 +1,146 @@
+"""Where a training job's wall time goes: its training steps, and the fixed cost around them.
+
+A job of a sweep pays, besides its training steps, for its start-up (config checks, model and FLOP count,
+Trainer, TensorBoard), the data and the whitening stem, Lightning's sanity check, each validation pass, the
+checkpoint writes, the test (with TTA, consistency and the shift curves) and the end of ``fit``. :class:`JobTimes`
+is a Lightning callback and a stopwatch that splits the job's wall time into these phases; ``train`` writes the
+split to ``train.log`` and to ``status.json`` (``times``), and a sweep's closing summary adds them up over its
+jobs.
+
+Clock readings sit at phase boundaries only (epoch starts and ends, the validation loop's ends, ``fit`` and
+``test``), never inside a step, and wait for the device there (:func:`downsample_lab.callbacks.synchronize`),
+so that queued GPU work is counted in the phase that queued it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
+
+from downsample_lab.callbacks import synchronize
+
+# The phases, in the order a job meets them; "train_steps" is the job's work, the others its fixed cost.
+PHASES = (
+    "start",  # job start to fit(): config checks, resume point, data module, model and FLOPs, Trainer
+    "fit_setup",  # fit() to on_fit_start: data into memory, the model to its device, the whitening stem
+    "sanity_check",  # Lightning's validation batches before the first step
+    "train_steps",  # the training epochs, without their validation and checkpoint writes
+    "validation",  # the validation passes at epoch ends
+    "checkpoints",  # writing checkpoints (best and last)
+    "fit_end",  # the last epoch's end to fit()'s return: logger flush, teardown
+    "test",  # trainer.test: the checkpoint read, test pass, TTA, consistency, shift curves
+    "other",  # what no phase covers: epoch boundaries, status writes
+)
+FIXED = tuple(p for p in PHASES if p != "train_steps")
+
+
+class TimedCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, adding up the seconds it spends writing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds = 0.0
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        t0 = time.perf_counter()
+        super().save_checkpoint(checkpoint, path, storage_options)
+        self.seconds += time.perf_counter() - t0
+
+
+class JobTimes(L.Callback):
+    """Wall seconds per phase of one training job (:data:`PHASES`).
+
+    ``train`` calls :meth:`mark` around ``fit`` and ``test``; the hooks split ``fit`` into its phases. The job's
+    clock starts when the object is made.
+    """
+
+    def __init__(self, checkpoint_io: TimedCheckpointIO) -> None:
+        self._io = checkpoint_io
+        self._t0 = time.perf_counter()
+        self._seconds = dict.fromkeys(PHASES, 0.0)
+        self._marks: dict[str, float] = {}
+        self._since = 0.0  # start of the open sanity check or epoch
+        self._val_since = 0.0  # start of the open validation pass
+        self._epoch_eval = 0.0  # validation seconds inside the open epoch
+        self._epoch_io = 0.0  # checkpoint seconds at the open epoch's start
+
+    def mark(self, event: str) -> None:
+        """Note the time of ``fit_start``, ``fit_end``, ``test_start`` or ``test_end`` (called by ``train``)."""
+        self._marks[event] = time.perf_counter()
+
+    def _now(self, pl_module: L.LightningModule) -> float:
+        synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._marks["fit_started"] = self._now(pl_module)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._since = self._now(pl_module)
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._seconds["sanity_check"] += self._now(pl_module) - self._since
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._since, self._epoch_eval, self._epoch_io = self._now(pl_module), 0.0, self._io.seconds
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed mid-epoch skips on_train_epoch_start: its epoch counts from here.
+        self.on_train_epoch_start(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._val_since = self._now(pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            seconds = self._now(pl_module) - self._val_since
+            self._seconds["validation"] += seconds
+            self._epoch_eval += seconds
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = self._now(pl_module)
+        self._seconds["train_steps"] += (
+            now - self._since - self._epoch_eval - (self._io.seconds - self._epoch_io)
+        )
+        self._marks["last_epoch_end"] = now
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase so far, ``wall`` (the job's clock), ``fixed`` (wall minus training steps)."""
+        s = dict(self._seconds)
+        m, now = self._marks, time.perf_counter()
+        s["checkpoints"] = self._io.seconds
+        if "fit_start" in m:
+            s["start"] = m["fit_start"] - self._t0
+            s["fit_setup"] = m.get("fit_started", m["fit_start"]) - m["fit_start"]
+        if "fit_end" in m and "last_epoch_end" in m:
+            s["fit_end"] = max(0.0, m["fit_end"] - m["last_epoch_end"])
+        if "test_end" in m:
+            s["test"] = m["test_end"] - m["test_start"]
+        wall = now - self._t0
+        s["other"] = max(0.0, wall - sum(v for k, v in s.items() if k != "other"))
+        s["wall"] = wall
+        s["fixed"] = wall - s["train_steps"]
+        return {k: round(v, 3) for k, v in s.items()}
+
+
+def describe(seconds: Mapping[str, float]) -> str:
+    """``35.2 s = training steps 11.0 s + fixed 24.2 s (start 1.2, ..., other 0.1)``: one line for the log."""
+    parts = ", ".join(f"{p.replace('_', ' ')} {seconds.get(p, 0.0):.1f}" for p in FIXED)
+    return (
+        f"{seconds['wall']:.1f} s = training steps {seconds['train_steps']:.1f} s + fixed "
+        f"{seconds['fixed']:.1f} s ({parts})"
+    )
+
+
+def add_up(records: list[Mapping[str, float]]) -> dict[str, float]:
+    """The phases summed over the jobs of a sweep (each job's ``status.json`` ``times``)."""
+    total = dict.fromkeys((*PHASES, "wall", "fixed"), 0.0)
+    for record in records:
+        for key in total:
+            total[key] += float(record.get(key, 0.0))
+    return total

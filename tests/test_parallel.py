@@ -1,0 +1,179 @@
+"""Sweeps that run several jobs at once (``hydra/launcher=parallel``) and the record of where a job's time goes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from downsample_lab import config, resolvers
+from downsample_lab.entry import sweep_summary
+from downsample_lab.errors import ConfigError
+from downsample_lab.jobtime import FIXED, PHASES
+
+from .conftest import REPO, TINY
+
+PARALLEL = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]
+
+
+def _status(job: Path) -> dict:
+    file = job / "status.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def _sweep(sweep: Path, cache: Path, epochs: int, seeds: str) -> list[str]:
+    tiny = [o for o in TINY if not o.startswith(("trainer.max_epochs=", "data.synthetic_train_size="))]
+    return [
+        sys.executable, "-m", "downsample_lab.train", "-m", *PARALLEL, *tiny,
+        "data.synthetic_train_size=1344", f"trainer.max_epochs={epochs}",  # 20 steps an epoch
+        f"data.cache_dir={cache}", f"hydra.sweep.dir={sweep}", f"seed={seeds}",
+    ]  # fmt: skip
+
+
+def _wait_for(condition, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_parallel_sweep_stopped_with_ctrl_c_resumes_without_losing_or_repeating_a_job(tmp_path):
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # its own process group, as a terminal's foreground job: Ctrl-C reaches the sweep and its workers
+    process = subprocess.Popen(
+        _sweep(sweep, cache, 3, "0,1,2,3,4"), cwd=REPO, env=env, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    jobs = lambda: sorted(p for p in sweep.glob("[0-9]_*") if p.is_dir())  # noqa: E731
+
+    def two_done_and_one_checkpointed() -> bool:
+        states = [_status(j).get("status") for j in jobs()]
+        running = [j for j in jobs() if _status(j).get("status") == "running"]
+        return states.count("completed") >= 2 and any(
+            (j / "checkpoints" / "last.ckpt").is_file() for j in running
+        )
+
+    _wait_for(two_done_and_one_checkpointed)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    resume = f"python -m downsample_lab.train -m {' '.join(PARALLEL)} resume=true hydra.sweep.dir={sweep}"
+    assert (out + err).count(resume) == 1, err[-3000:]  # printed once, by the sweep, not by every job
+    before = {j.name: _status(j) for j in jobs()}
+    done = {name for name, s in before.items() if s.get("status") == "completed"}
+    stopped = {name for name, s in before.items() if s.get("status") != "completed"}
+    assert len(done) >= 2 and stopped, before
+    assert all(before[n]["status"] == "failed" and "interrupted" in before[n]["error"] for n in stopped), (
+        before
+    )
+    # one console line per finished job, and no job's own log lines or bars in the console
+    assert sum(line.startswith("Job ") and "completed" in line for line in out.splitlines()) == len(done)
+    assert "Epoch 1/3" not in out + err and "Seed set to" not in out + err
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "downsample_lab.train", "-m", *PARALLEL, "resume=true", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, env=env, text=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Sweep {sweep}: all 5 jobs completed." in resumed.stdout
+    after = {j.name: _status(j) for j in jobs()}
+    assert len(after) == 5 and all(s["status"] == "completed" for s in after.values())
+    for name in done:  # kept, not run again
+        assert after[name] == before[name]
+    logs = {name: (sweep / name / "train.log").read_text() for name in after}
+    checkpointed = [n for n in stopped if "(step " in logs[n]]
+    assert checkpointed, "no stopped job continued from its checkpoint"
+    for name in after:  # every job trained to its end, and no epoch twice
+        counts = [logs[name].count(f"Epoch {e}/3:") for e in (1, 2, 3)]
+        assert max(counts) == 1 and counts[-1] == 1, logs[name]
+
+
+def test_status_and_the_sweep_summary_say_where_a_jobs_time_went(tmp_path):
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    result = subprocess.run(
+        _sweep(sweep, cache, 1, "0,1"), cwd=REPO, text=True, capture_output=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in sorted(sweep.glob("[0-9]_*")):
+        times = _status(job)["times"]
+        assert set(times) == {*PHASES, "wall", "fixed"}
+        assert all(v >= 0 for v in times.values())
+        assert times["fixed"] == pytest.approx(times["wall"] - times["train_steps"], abs=0.01)
+        assert sum(times[p] for p in PHASES) == pytest.approx(times["wall"], abs=0.01)
+        assert times["train_steps"] > 0 and times["test"] > 0 and times["checkpoints"] > 0
+        assert "Time: " in (job / "train.log").read_text()
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Time: "))
+    assert "its 2 timed jobs took" in line and all(p.replace("_", " ") in line for p in FIXED)
+
+
+def test_the_summary_adds_up_the_jobs_times(tmp_path):
+    for n, wall in enumerate((3.0, 5.0)):
+        job = tmp_path / f"{n}_seed-{n}"
+        job.mkdir()
+        times = {**dict.fromkeys(PHASES, 0.5), "train_steps": wall - 4.0, "wall": wall, "fixed": 4.0}
+        (job / "status.json").write_text(json.dumps({"status": "completed", "times": times}))
+    text, ok = sweep_summary(tmp_path, elapsed=6.0)
+    assert ok
+    assert "Time: 6 s for the sweep; its 2 timed jobs took 8.0 s = training steps 0.0 s + fixed 8.0 s" in text
+
+
+def _launcher(n_jobs: int, target: str = resolvers.PARALLEL_LAUNCHER):
+    return OmegaConf.create({"_target_": target, "n_jobs": n_jobs})
+
+
+def test_concurrent_jobs_reads_the_parallel_launcher_only(monkeypatch):
+    monkeypatch.setattr(resolvers, "cpu_count", lambda: 8)
+    assert resolvers._parallel_jobs(_launcher(3)) == 3
+    assert resolvers._parallel_jobs(_launcher(-1)) == 8  # joblib's "one per core"
+    assert (
+        resolvers._parallel_jobs(_launcher(4, "hydra._internal.core_plugins.basic_launcher.BasicLauncher"))
+        == 1
+    )
+    hydra_cfg = OmegaConf.create({"launcher": _launcher(3)})
+    assert resolvers.launcher_overrides(hydra_cfg) == ["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"]
+    assert resolvers.launcher_overrides(OmegaConf.create({"launcher": {"_target_": "x.BasicLauncher"}})) == []
+
+
+@pytest.mark.parametrize(
+    "trainer, refused",
+    [
+        ({"strategy": "ddp", "devices": 2, "num_nodes": 1, "accelerator": "gpu"}, True),
+        ({"strategy": "auto", "devices": 2, "num_nodes": 1, "accelerator": "cpu"}, True),
+        ({"strategy": "auto", "devices": 1, "num_nodes": 2, "accelerator": "gpu"}, True),
+        ({"strategy": "auto", "devices": 1, "num_nodes": 1, "accelerator": "gpu"}, False),
+        ({"strategy": "auto", "devices": [0], "num_nodes": 1, "accelerator": "gpu"}, False),
+        ({"strategy": "auto", "devices": "auto", "num_nodes": 1, "accelerator": "cpu"}, False),
+    ],
+)
+def test_ddp_inside_a_job_of_a_parallel_sweep_is_refused_in_one_sentence(trainer, refused, monkeypatch):
+    t = OmegaConf.create(trainer)
+    monkeypatch.setattr(resolvers, "concurrent_jobs", lambda: 1)
+    config.check_launcher(t)  # one job at a time: DDP is fine
+    monkeypatch.setattr(resolvers, "concurrent_jobs", lambda: 2)
+    if not refused:
+        config.check_launcher(t)
+        return
+    with pytest.raises(ConfigError, match="hydra/launcher=parallel") as err:
+        config.check_launcher(t)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "two", "1.5"])
+def test_a_number_of_jobs_that_is_none_is_refused_before_anything_runs(value):
+    from downsample_lab.cli import prepare_argv
+    from downsample_lab.config import TrainConfig
+
+    argv = ["train", "-m", "hydra/launcher=parallel", f"hydra.launcher.n_jobs={value}", "seed=0,1"]
+    with pytest.raises(ConfigError, match=f"hydra.launcher.n_jobs={value} is not a number of jobs"):
+        prepare_argv(argv, "train", TrainConfig)
+    prepare_argv([*argv[:3], "hydra.launcher.n_jobs=3", "seed=0,1"], "train", TrainConfig)  # accepted
