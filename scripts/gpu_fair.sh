@@ -5,9 +5,10 @@
 # into STUDY_DIR (default /tmp/fair-study), stopped with Ctrl-C's signal after SECONDS (default: no limit), and
 # packs whatever is there to commit (selection.md, report.md, results.csv, runs.csv, the plots,
 # shift_robustness.csv, study.json, study.log; no checkpoints) into OUT_DIR/fair-study.tar.gz, also when cut
-# short. At ~5 s a run one job at a time, 117 runs take ~11 minutes on one H200: more than one 10-minute call
-# of the project's lent machine. Give SECONDS (e.g. 540) and call again at once with the same STUDY_DIR while the
-# machine is warm: the study continues where it stopped. EXTRA (environment): overrides appended to every
+# short. experiment=fair runs 4 jobs at once (hydra/launcher=parallel; EXTRA=hydra.launcher.n_jobs=<k> changes
+# it). One job at a time, at ~5 s a run, 117 runs took ~11 minutes on one H200 (estimate; not yet run with
+# parallel jobs on a GPU): give SECONDS (e.g. 540) and, if it is cut short, call again at once with the same
+# STUDY_DIR while the machine is warm: the study continues where it stopped. EXTRA (environment): overrides appended to every
 # training command, e.g. trainer=cpu and a tiny model for a smoke test on a CPU.
 set -uo pipefail
 out=$(realpath "$1"); data=$2; limit=${3:-0}

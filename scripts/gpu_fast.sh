@@ -5,9 +5,12 @@
 # SWEEP_SECONDS (default: no limit), then the report of what completed. OUT_DIR receives sweep.log, jobs.json
 # (per job: status, metrics, seconds) and the report (report.md, results.csv).
 # EXTRA (environment): overrides appended to every training command, e.g. for a smoke test on a CPU.
+# N_JOBS (environment, default 1): jobs of the sweep at once (hydra/launcher=parallel), e.g. N_JOBS=4.
 set -uo pipefail
 out=$(realpath "$1"); data=$2; limit=${3:-0}
 read -ra extra <<< "${EXTRA:-}"
+launcher=()
+if [ "${N_JOBS:-1}" != 1 ]; then launcher=(hydra/launcher=parallel "hydra.launcher.n_jobs=${N_JOBS}"); fi
 mkdir -p "$out"
 sweep=$(mktemp -d)/ablation_fast
 {
@@ -16,7 +19,7 @@ sweep=$(mktemp -d)/ablation_fast
     trainer.max_epochs=1 "hydra.run.dir=$(dirname "$sweep")/smoke" "${extra[@]}" 2>&1 | tail -4 || exit 1
   echo "### ablation_fast ($(date -u +%H:%M:%S))"
   t0=$(date +%s)
-  timeout --signal=INT "${limit/#0/infinity}" python3 -m downsample_lab.train -m experiment=ablation_fast \
+  timeout --signal=INT "${limit/#0/infinity}" python3 -m downsample_lab.train -m experiment=ablation_fast "${launcher[@]}" \
     data.source=folder "data.root=$data" "hydra.sweep.dir=$sweep" "${extra[@]}" 2>&1 | grep -v "^\[.*INFO\] - Epoch" | tail -40
   echo "sweep wall seconds: $(( $(date +%s) - t0 ))"
 } > "$out/sweep.log" 2>&1

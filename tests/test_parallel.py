@@ -97,7 +97,7 @@ def test_a_parallel_sweep_stopped_with_ctrl_c_resumes_without_losing_or_repeatin
         assert max(counts) == 1 and counts[-1] == 1, logs[name]
 
 
-def test_status_and_the_sweep_summary_say_where_a_jobs_time_went(tmp_path):
+def test_a_parallel_sweep_records_where_each_jobs_time_went_and_matches_one_at_a_time(tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     result = subprocess.run(
         _sweep(sweep, cache, 1, "0,1"), cwd=REPO, text=True, capture_output=True,
@@ -114,6 +114,19 @@ def test_status_and_the_sweep_summary_say_where_a_jobs_time_went(tmp_path):
         assert "Time: " in (job / "train.log").read_text()
     line = next(line for line in result.stdout.splitlines() if line.startswith("Time: "))
     assert "its 2 timed jobs took" in line and all(p.replace("_", " ") in line for p in FIXED)
+
+    # The same jobs one at a time, with the torch threads a parallel job gets: the same metrics, to the bit.
+    threads = str(max(1, resolvers.cpu_count() // 2))
+    one_by_one = [a for a in _sweep(tmp_path / "sequential", cache, 1, "0,1") if a not in PARALLEL]
+    env = {**os.environ, "OMP_NUM_THREADS": threads}
+    result = subprocess.run(one_by_one, cwd=REPO, text=True, capture_output=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    timings = ("train/images_per_sec", "train/epoch_time")
+    for job in sorted(sweep.glob("[0-9]_*")):
+        parallel, sequential = (_status(d)["metrics"] for d in (job, tmp_path / "sequential" / job.name))
+        assert {k: v for k, v in parallel.items() if k not in timings} == {
+            k: v for k, v in sequential.items() if k not in timings
+        }
 
 
 def test_the_summary_adds_up_the_jobs_times(tmp_path):

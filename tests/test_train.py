@@ -169,3 +169,21 @@ def test_real_cifar10_one_short_epoch_beats_chance(cifar10_jpeg, tmp_path):
         ["folder", "test"],
         ["folder", "train"],
     ]
+
+
+def test_a_checkpoint_with_the_old_torchmetrics_training_accuracy_loads_with_its_counts():
+    from downsample_lab.classifier import Classifier, upgrade_state_dict
+    from downsample_lab.config import validate
+
+    from .conftest import compose_config
+
+    cfg = validate(compose_config("train", TINY))
+    state = Classifier(cfg.model, cfg.optim, max_shift=0, tta_level=0, batch_size=64).state_dict()
+    old = {k: v for k, v in state.items() if k not in ("train_correct", "train_seen")}
+    counts = {"tp": 30, "fp": 10, "tn": 80, "fn": 10}  # what MulticlassAccuracy(average="micro") kept
+    old.update({f"metrics.train_acc.{k}": torch.tensor(v) for k, v in counts.items()})
+    fresh = Classifier(cfg.model, cfg.optim, max_shift=0, tta_level=0, batch_size=64)
+    with pytest.raises(RuntimeError, match="train_acc"):
+        fresh.load_state_dict(dict(old))  # as it was: refused
+    fresh.load_state_dict(upgrade_state_dict(dict(old)))
+    assert (int(fresh.train_correct), int(fresh.train_seen)) == (30, 40)  # micro accuracy: tp / (tp + fn)

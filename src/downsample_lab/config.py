@@ -142,6 +142,7 @@ class TrainerConfig:
     deterministic: bool = MISSING
     log_every_n_steps: int = MISSING
     check_val_every_n_epoch: int = MISSING
+    num_sanity_val_steps: int = MISSING
     fast_dev_run: Any = MISSING  # bool or a number of batches
     limit_train_batches: Any = MISSING  # null, a fraction (float) or a number of batches (int)
     limit_val_batches: Any = MISSING

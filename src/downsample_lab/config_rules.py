@@ -178,6 +178,8 @@ def _check_trainer(t: DictConfig, batch_size: int | None) -> None:
     _check(
         t.log_every_n_steps >= 1, "trainer.log_every_n_steps", t.log_every_n_steps, "use a positive number"
     )
+    n = t.num_sanity_val_steps
+    _check(n >= -1, "trainer.num_sanity_val_steps", n, "use 0 (none), a number of batches, or -1 (all)")
     devices = t.devices
     ok = devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1))
     ok = ok or (OmegaConf.is_list(devices) and len(devices) > 0)

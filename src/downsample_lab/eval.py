@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from downsample_lab import cli
-from downsample_lab.classifier import Classifier
+from downsample_lab.classifier import Classifier, upgrade_state_dict
 from downsample_lab.config import DataConfig, EvalConfig, config_dir, validate
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.entry import run_dir, run_task
@@ -37,7 +37,7 @@ def load_checkpoint(ckpt_path: str | Path) -> tuple[Classifier, dict[str, Any] |
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = Classifier(**ckpt["hyper_parameters"])
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(upgrade_state_dict(ckpt["state_dict"]))
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(

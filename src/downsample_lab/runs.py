@@ -25,6 +25,7 @@ BOOKKEEPING_KEYS = frozenset(
         "data.download",
         "trainer.enable_progress_bar",
         "trainer.log_every_n_steps",
+        "trainer.num_sanity_val_steps",
         "checkpoint.every_n_steps",
     }
 )
