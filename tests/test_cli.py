@@ -48,6 +48,19 @@ def test_command_line_mistakes_are_named_before_hydra_runs(overrides, name, sche
     assert "\n" not in str(info.value)
 
 
+def test_cfg_with_multirun_is_one_line_that_says_what_to_type():
+    with pytest.raises(ConfigError) as info:
+        _argv("-m", "experiment=ablation_fast", "seed=0,1", "--cfg", "job")
+    assert str(info.value).endswith("python -m downsample_lab.train experiment=ablation_fast --cfg job")
+    # and what it suggests passes: a sweep experiment's shared config, without -m
+    assert _argv("experiment=ablation_fast", "--cfg", "job") == [
+        "prog",
+        "experiment=ablation_fast",
+        "--cfg",
+        "job",
+    ]
+
+
 def test_valid_command_lines_pass_unchanged():
     for argv in (
         ["model.downsample=conv", "+extra.key=1", "hydra.run.dir=x", "~ckpt_path", "trainer=gpu"],
@@ -56,6 +69,78 @@ def test_valid_command_lines_pass_unchanged():
         ["--cfg", "job", "model.widths=[8,16]"],
     ):
         assert _argv(*argv) == ["prog", *argv]
+
+
+def test_resume_where_there_is_nothing_to_continue_is_one_line_and_creates_nothing(tmp_path):
+    missing, empty = tmp_path / "does-not-exist", tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (
+            ["resume=true", f"hydra.run.dir={missing}"],
+            rf"resume=true but hydra.run.dir={missing} does not exist",
+        ),
+        (["resume=true", f"hydra.run.dir={empty}"], rf"resume=true but {empty} holds no run \(no .hydra or"),
+        (
+            ["-m", "resume=true", f"hydra.sweep.dir={missing}"],
+            r"does not exist; pass the directory of the sweep",
+        ),
+        (["-m", "resume=true", f"hydra.sweep.dir={empty}"], r"holds no sweep \(no multirun.yaml\)"),
+        (["resume=true"], r"resume=true needs the run to continue: add hydra.run.dir=outputs/train/<run>"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(ConfigError, match=message) as info:
+            _argv(*argv)
+        assert "\n" not in str(info.value)
+    assert not missing.exists() and not any(empty.iterdir())
+    (empty / "status.json").write_text("{}")  # a run's directory: its own overrides (none saved) go on
+    assert _argv("resume=true", f"hydra.run.dir={empty}")[-1] == f"hydra.run.dir={empty}"
+    # a checkpoint named outright: train reads and checks it
+    assert _argv("resume=true", "ckpt_path=/x/last.ckpt") == ["prog", "resume=true", "ckpt_path=/x/last.ckpt"]
+
+
+def test_a_bad_last_value_of_a_sweep_stops_it_before_the_first_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "train", "-m", "model.downsample=maxpool,conv,strided", "seed=0,1", f"hydra.sweep.dir={sweep}"
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: job 4 of the sweep (model.downsample=strided seed=0): model.downsample='strided' is not valid; "
+        "choose one of maxpool, conv, conv3, avgpool, blurpool, stride, conv_avg, aps, maxavg; did you mean "
+        "stride? (no job has started)"
+    ]
+    assert not sweep.exists()  # no sweep directory, no job directory
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # a rule between two keys: only the combination of both values is refused
+        (["model.downsample=maxpool,blurpool", "model.padding_mode=zeros,reflect"],
+         r"^job 3 of the sweep \(model.downsample=blurpool model.padding_mode=reflect\): .* pads with zeros only"),
+        # the command line narrows an experiment's sweep (Hydra's rule): its last value is checked
+        (["experiment=fair_cpu_tune", "model.downsample=maxpool", "optim.lr=5.75,-1.0"],
+         r"^job 1 of the sweep \(model.downsample=maxpool optim.lr=-1.0 seed=100\): optim.lr"),
+        (["trainer=cpu,gpu"] if not torch.cuda.is_available() else ["trainer=cpu,gpux"], r"^job 1 of the sweep"),
+    ],
+)  # fmt: skip
+def test_every_job_of_a_sweep_is_validated_before_the_first_starts(overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        cli.check_multirun(["prog", "-m", *overrides], "train", TrainConfig)
+    assert "\n" not in str(info.value)
+
+
+def test_a_valid_sweep_checks_each_job_and_a_single_run_is_left_to_itself():
+    tune = ["experiment=fair_cpu_tune", "data.source=synthetic"]
+    assert cli.check_multirun(["prog", "-m", *tune], "train", TrainConfig) == 27  # 9 arms x 3 lrs x seed 100
+    assert cli.check_multirun(["prog", "-m", "seed=0"], "train", TrainConfig) == 0
+    assert cli.check_multirun(["prog", "model.downsample=strided"], "train", TrainConfig) == 0  # not -m
+    assert cli.check_multirun(["prog", "-m", "seed=range(0,3)"], "train", TrainConfig) == 3
+    with pytest.raises(ConfigError, match=r"^job 0 of the sweep \(seed=0\): eval.shift_images has no value"):
+        cli.check_multirun(["prog", "-m", "seed=0,1", "~eval.shift_images"], "train", TrainConfig)  # as a run
+    # a resumed sweep skips its completed jobs: the others are checked as they start
+    resumed = ["prog", "-m", "resume=true", "model.downsample=strided,conv"]
+    assert cli.check_multirun(resumed, "train", TrainConfig) == 0
 
 
 def test_a_typo_exits_2_with_one_line_and_creates_no_run(tmp_path):

@@ -14,6 +14,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from downsample_lab import resolvers
 from downsample_lab.config import validate
 from downsample_lab.models import ALLCNN_VARIANTS, DOWNSAMPLE_NAMES, AllCNNC, build_model, effective_widths
 from downsample_lab.models.summary import count_params, layer_table
@@ -183,6 +184,11 @@ def test_the_fair_study_tunes_selects_trains_fresh_seeds_and_reports_then_resume
         assert (study / name).is_file(), name
     tune = [p for p in (study / "tune").iterdir() if p.is_dir()]
     assert len(tune) == 4  # 2 arms x 2 lrs, seed 100
+    # the command line's lists replace the experiment's (Hydra's rule): 4 jobs planned, each key named once
+    assert f"Sweep {study / 'tune'}: all 4 jobs completed." in result.stdout
+    for job in tune:
+        keys = [part.split("-", 1)[0] for part in job.name.split("_")[1:]]
+        assert len(keys) == len(set(keys)) == 3, job.name  # downsample, lr, seed
     finals = sorted(p.relative_to(study / "final") for p in (study / "final").glob("*/*") if p.is_dir())
     assert [str(p.parent) for p in finals] == ["maxpool", "maxpool", "stride", "stride"]  # one sweep per arm
     # the final runs are the chosen setting on the fresh seeds, all 50,000-style full training (val_size 0)
@@ -209,3 +215,20 @@ def test_the_fair_study_tunes_selects_trains_fresh_seeds_and_reports_then_resume
     assert all(after[k] == v for k, v in kept.items())  # nothing else was trained again
     assert any(k.startswith("final/stride/") for k in after)
     assert len(json.loads((study / "study.json").read_text())["steps"]["tune"]) == 2  # two attempts recorded
+
+
+def test_a_sweep_narrowed_on_the_command_line_plans_hydras_jobs():
+    # experiment=ablation_fast_tune sweeps 9 arms x 3 lrs x 3 weight decays x 2 seeds = 162 jobs; the command line
+    # replaces three of those lists and fixes the weight decay, as Hydra's basic sweeper does: 2 x 2 x 2 = 8
+    params = OmegaConf.load(REPO / "configs" / "experiment" / "ablation_fast_tune.yaml").hydra.sweeper.params
+    task = ["experiment=ablation_fast_tune", "model.downsample=maxpool,conv", "optim.lr=5.75,11.5",
+            "optim.weight_decay=0.0153", "seed=100,101"]  # fmt: skip
+    hydra_cfg = OmegaConf.create({"overrides": {"task": task}, "sweeper": {"params": dict(params)}})
+    assert resolvers.planned_jobs(hydra_cfg) == 8
+    assert [o.key_or_group for o in resolvers.sweep_overrides(hydra_cfg)] == [
+        "model.downsample",
+        "optim.lr",
+        "seed",
+    ]
+    hydra_cfg.overrides.task = ["experiment=ablation_fast_tune"]
+    assert resolvers.planned_jobs(hydra_cfg) == 9 * 3 * 3 * 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,10 @@ def write_run(
     flops: float = 1e6,
     error: str | None = None,
     tb_hparams: bool = True,
+    test_scalars: Mapping[str, float] | None = None,
 ) -> Path:
-    """A run directory as train.py leaves it (``tb_hparams=False``: died before the HParams were written)."""
+    """A run directory as train.py leaves it (``tb_hparams=False``: died before the HParams were written;
+    ``test_scalars``: more scalars, or other values, logged at the test's step, e.g. ``{"test/loss": 46.9}``)."""
     tb = run_dir / "tb" / f"downsample={cfg['model']['downsample']},seed={cfg['seed']}"
     writer = SummaryWriter(str(tb))
     if tb_hparams:
@@ -101,6 +103,8 @@ def write_run(
             writer.add_scalar("test/consistency", consistency, step + 1)
         if test_acc_tta is not None:
             writer.add_scalar("test/acc_tta", test_acc_tta, step + 1)
+        for tag, value in (test_scalars or {}).items():
+            writer.add_scalar(tag, value, step + 1)
         writer.add_scalar("epoch", len(val_acc), step + 1)
         writer.close()
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -224,7 +228,7 @@ def test_table_shows_dashes_where_a_number_is_undefined(built):
     assert table.loc["model.downsample=maxpool", "p vs baseline"] == "—"
     avgpool = table.loc["model.downsample=avgpool"]
     assert avgpool["test acc %"] == "79.00"
-    assert (avgpool["95% CI"], avgpool["p vs baseline"]) == ("—", "—")
+    assert (avgpool["95% CI"], avgpool["p vs baseline"]) == ("— (n < 3)", "—")
     assert (
         table.loc["model.downsample=conv", "test acc %"] == f"84.33 ± {np.std(ACC['conv'], ddof=1) * 100:.2f}"
     )
@@ -389,7 +393,7 @@ def test_eval_runs_are_skipped_and_listed(tmp_path, base_cfg):
     rep = report.build_report(tmp_path / "outputs", tmp_path / "out")
     assert [len(a.runs) for a in rep.arms] == [1]
     assert [r.path for r in rep.skipped] == [eval_dir]
-    assert "`eval/b`" in rep.path.read_text()
+    assert "`eval/b` (eval, completed)" in rep.path.read_text()  # what its status.json says
 
 
 def test_merge_keeps_the_typed_config_value_and_what_ran():
@@ -592,3 +596,88 @@ def test_shift_curves_become_a_table_a_csv_and_a_figure(tmp_path, base_cfg):
 def test_a_report_without_shift_curves_has_no_shift_files(built):
     assert not (built.out / "shift_robustness.csv").exists()
     assert "Shift robustness" not in built.path.read_text()
+
+
+def test_degenerate_runs_leave_the_statistics_with_their_reason(tmp_path, base_cfg):
+    # 3 good seeds per arm, and per arm collapsed runs: a constant predictor at chance (consistency 100%, test loss
+    # 46.9, as a run once logged), one class predicted, a training loss that became NaN
+    write_seeds(tmp_path, base_cfg, [0.80, 0.82, 0.81], lambda a: {"test_acc": a, "consistency": 0.9},
+                downsample="maxpool")  # fmt: skip
+    write_seeds(tmp_path, base_cfg, [0.84, 0.83, 0.86], lambda a: {"test_acc": a, "consistency": 0.9},
+                downsample="conv")  # fmt: skip
+    collapsed = {
+        "chance": ("maxpool", 0.10, {"test/loss": 46.9}),
+        "one_class": ("conv", 0.5, {"test/predicted_classes": 1.0}),
+        "nan_loss": ("conv", 0.6, {"train/loss": float("nan")}),
+    }
+    for name, (arm, acc, scalars) in collapsed.items():
+        write_run(tmp_path / name, make_cfg(base_cfg, 9, downsample=arm), test_acc=acc, consistency=1.0,
+                  test_scalars=scalars)  # fmt: skip
+    rep = report.build_report(tmp_path, tmp_path / "out")
+    assert row(rep, "maxpool").n == 3 and row(rep, "conv").n == 3
+    assert row(rep, "maxpool").consistency_mean == pytest.approx(0.9)
+    assert row(rep, "maxpool").test_acc_mean == pytest.approx(0.81, abs=1e-6)
+    text = rep.path.read_text()
+    assert "6 completed and counted, 3 completed but degenerate" in text
+    left_out = text.split("## Runs not counted")[1]
+    assert "### Degenerate" in left_out
+    assert "test accuracy 10.00% is at chance (10%)" in left_out and "the test loss 46.9 exploded" in left_out
+    assert "it predicts a single class" in left_out and "the training loss is nan" in left_out
+    runs = pd.read_csv(rep.out / "runs.csv").set_index("run")
+    assert (runs.loc[list(collapsed), "status"] == "degenerate").all()
+
+    kept = report.build_report(tmp_path, tmp_path / "kept", keep_degenerate=True)
+    assert row(kept, "maxpool").n == 4 and row(kept, "conv").n == 5
+    assert row(kept, "maxpool").consistency_mean == pytest.approx(0.9)  # not the constant predictor's 100%
+    assert (
+        "degenerate, counted" in pd.read_csv(kept.out / "runs.csv").set_index("run").loc["chance", "reason"]
+    )
+
+
+def test_the_keep_degenerate_flag_of_the_command(tmp_path, base_cfg):
+    write_seeds(tmp_path / "runs", base_cfg, [0.80, 0.81, 0.10], downsample="maxpool")
+    report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "a")])
+    report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "b"), "--keep-degenerate"])
+    counted = [pd.read_csv(tmp_path / d / "results.csv")["n"].item() for d in ("a", "b")]
+    assert counted == [2, 3]
+
+
+def test_a_ci_the_runs_cannot_support_is_shown_as_such(tmp_path, base_cfg):
+    write_seeds(tmp_path, base_cfg, [0.80, 0.82, 0.81], downsample="maxpool")
+    write_seeds(tmp_path, base_cfg, [0.84, 0.83], downsample="conv")  # n = 2: t(1) makes the CI ±12.7 se
+    write_seeds(tmp_path, base_cfg, [0.15, 0.99, 0.50], downsample="avgpool")  # a CI below 0 and above 100
+    rep = report.build_report(tmp_path, tmp_path / "out")
+    table = rep.table.set_index("arm")
+    conv, avg = table.loc["model.downsample=conv"], table.loc["model.downsample=avgpool"]
+    assert conv["95% CI"] == "— (n < 3)" and conv["Δ vs baseline, pp [95% CI]"] == "+2.50 (CI: n < 3)"
+    assert avg["95% CI"] == "— (outside 0–100)"
+    assert table.loc["model.downsample=maxpool", "95% CI"].startswith("[")
+    results = rep.results.set_index("arm")
+    assert math.isnan(results.loc["model.downsample=conv", "test_acc_ci95_low"])
+    assert results.loc["model.downsample=avgpool", "test_acc_ci95_note"] == "outside 0–100"
+
+
+@pytest.mark.parametrize(
+    ("fields", "degenerate"),
+    [
+        ({"test_acc": 0.5, "test_loss": 1.2}, False),
+        ({"test_acc": 0.11, "test_loss": 2.3}, True),
+        ({"test_acc": 0.5, "test_loss": float("inf")}, True),
+        ({"test_acc": 0.5, "test_loss": 30.0}, True),
+        ({"test_acc": 0.5, "predicted_classes": 1.0}, True),
+        ({"test_acc": 0.5, "predicted_classes": 2.0}, False),
+    ],
+)
+def test_degenerate_reason(fields, degenerate):
+    assert bool(report.degenerate_reason(report.Run(Path("r"), "completed", **fields))) == degenerate
+
+
+def test_arm_labels_name_only_the_keys_that_apply_to_the_arm(tmp_path, base_cfg):
+    # a mixed folder: synthetic-data runs (320 images) and image-folder runs, whose synthetic size does nothing
+    for source, size in (("synthetic", 320), ("folder", 50000)):
+        base = copy.deepcopy(base_cfg)
+        base["data"] |= {"source": source, "synthetic_train_size": size}
+        write_seeds(tmp_path / source, base, [0.8, 0.81, 0.82], downsample="maxpool")
+    rep = report.build_report(tmp_path, tmp_path / "out")
+    assert sorted(a.label for a in rep.arms) == ["data.source=folder", "data.source=synthetic"]
+    assert rep.keys == ["data.source"]

@@ -219,8 +219,9 @@ def test_ctrl_c_and_sigterm_print_the_run_directory_and_how_to_go_on(tmp_path):
     assert "resume=true" not in term_err.split(restart)[1]
     assert restart in json.loads((early / "status.json").read_text())["error"]
 
-    assert interrupted.returncode != 0
+    assert interrupted.returncode == 128 + signal.SIGINT  # 130, as a shell reports it, not Lightning's 1
     go_on = f"continue it with: python -m downsample_lab.train resume=true hydra.run.dir={late}"
     assert f"Run {late} interrupted; {go_on}" in int_err
     status = json.loads((late / "status.json").read_text())
-    assert status["status"] == "failed" and status["error"] == f"interrupted; {go_on}"
+    assert status["status"] == "interrupted" and status["error"] == f"interrupted; {go_on}"
+    assert json.loads((early / "status.json").read_text())["status"] == "interrupted"

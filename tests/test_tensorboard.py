@@ -191,7 +191,7 @@ def test_sweep_summary_says_how_many_jobs_never_ran(tmp_path):
         (job / "status.json").write_text(json.dumps(status))
     text, ok = sweep_summary(tmp_path, planned=5)
     assert not ok
-    assert text.splitlines()[0] == f"Sweep {tmp_path}: 2 of 5 jobs completed; 1 did not and 2 never ran:"
+    assert text.splitlines()[0] == f"Sweep {tmp_path}: 2 of 5 jobs completed; 1 failed and 2 never ran:"
     assert "job 2 (seed=2): boom" in text
     (tmp_path / "2_seed-2" / "status.json").write_text(json.dumps({"status": "completed"}))
     assert sweep_summary(tmp_path, planned=5) == (

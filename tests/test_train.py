@@ -17,7 +17,7 @@ from .conftest import TINY, run_cli
 
 TAGS = {
     "train/loss", "train/acc", "train/lr/weights", "train/lr/norms_biases", "train/images_per_sec", "train/epoch_time",
-    "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc", "model/params", "model/flops_per_image",
+    "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc", "test/predicted_classes", "model/params", "model/flops_per_image",
 }  # fmt: skip
 HPARAMS = {"model.downsample", "model.kernel_size", "model.widths", "seed", "optim.lr", "data.batch_size",
            "trainer.max_epochs"}  # fmt: skip
@@ -44,6 +44,7 @@ NOISE = ("litlogger", "litmodels", "GPU available", "TPU available", "_pytree", 
 def test_console_shows_our_model_line_and_no_library_noise(trained_run):
     console = (trained_run.parent / "console.txt").read_text()
     assert "Epoch 1" in console  # the bar was on
+    assert "Epoch 0:" not in console and "Epoch 2/2" in console  # the bar counts epochs as the log lines do
     leaked = [n for n in NOISE if n in console]
     assert not leaked, leaked
     assert "Model: cnn with conv downsampling, kernel 5" in console and "forward FLOPs per image" in console
@@ -187,3 +188,25 @@ def test_a_checkpoint_with_the_old_torchmetrics_training_accuracy_loads_with_its
         fresh.load_state_dict(dict(old))  # as it was: refused
     fresh.load_state_dict(upgrade_state_dict(dict(old)))
     assert (int(fresh.train_correct), int(fresh.train_seen)) == (30, 40)  # micro accuracy: tp / (tp + fn)
+
+
+def test_a_logging_interval_longer_than_an_epoch_is_said_once_in_our_words(caplog):
+    import warnings
+    from types import SimpleNamespace
+
+    from downsample_lab.callbacks import EpochSummary
+    from downsample_lab.console import quiet_libraries
+
+    trainer = SimpleNamespace(num_training_batches=9, log_every_n_steps=50, is_global_zero=True)
+    with caplog.at_level("INFO", logger="downsample_lab"):
+        EpochSummary().on_train_start(trainer, None)
+    assert "An epoch has 9 steps, fewer than trainer.log_every_n_steps=50" in caplog.text
+    assert "set trainer.log_every_n_steps=9 or less" in caplog.text
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_libraries()  # Lightning's own words for it are dropped
+        warnings.warn(
+            "The number of training batches (9) is smaller than the logging interval Trainer(log_every_n_steps=50).",
+            stacklevel=1,
+        )
+    assert not caught

@@ -268,6 +268,11 @@ class ProgressBar(TQDMProgressBar):
                 self._shown["loss"] = float(loss)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        # the epoch as the log's epoch lines count it ("Epoch 2/3"), not Lightning's 0-based index
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
             self._shown["val/acc"] = float(trainer.callback_metrics["val/acc"])
@@ -297,6 +302,15 @@ class EpochSummary(L.Callback):
 
     def __init__(self) -> None:
         self._pending: int | None = None  # the epoch whose line is due
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        steps, every = trainer.num_training_batches, trainer.log_every_n_steps
+        if trainer.is_global_zero and isinstance(steps, int) and steps < every:
+            log.info(
+                "An epoch has %d steps, fewer than trainer.log_every_n_steps=%d: the training loss is logged "
+                "every %d steps, so most epoch lines show none; set trainer.log_every_n_steps=%d or less to see "
+                "it every epoch.", steps, every, every, steps,
+            )  # fmt: skip
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pending = trainer.current_epoch

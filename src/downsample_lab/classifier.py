@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
 
 from downsample_lab import compat
 from downsample_lab.config import ModelConfig, OptimConfig, plain, typed
@@ -39,7 +39,8 @@ class Classifier(L.LightningModule):
             examples).
 
     Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
-    ``test/loss``, ``test/acc``, ``test/acc_tta``, ``test/consistency``, ``shift/<mode>_<direction>/<acc|consistency>``
+    ``test/loss``, ``test/acc``, ``test/predicted_classes``, ``test/acc_tta``, ``test/consistency``,
+    ``shift/<mode>_<direction>/<acc|consistency>``
     (step: the shift in pixels), ``model/params`` and ``model/flops_per_image``. Accuracy and loss are reduced
     over all processes by torchmetrics, so under DDP they cover the whole validation and test sets.
     """
@@ -87,6 +88,9 @@ class Classifier(L.LightningModule):
         # best validation accuracy where the interrupted run left it.
         self.val_acc_best.persistent(True)
         self.test_consistency = MeanMetric(nan_strategy="disable")
+        # Per class: how often the final model predicts it on the test set. A collapsed model predicts one class
+        # (the report leaves such runs out: downsample_lab.report.read.degenerate_reason).
+        self.test_predicted = MulticlassStatScores(num_classes=10, average=None, validate_args=False)
         self.max_shift = max_shift
         self.tta_level = tta_level
         self.shift_images = shift_images
@@ -216,6 +220,7 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._eval_step(batch, "test")
+        self.test_predicted.update(logits, batch[1])
         if self.tta_level > 0:
             self.metrics["test_tta_acc"].update(tta_logits(self, batch[0], self.tta_level, logits), batch[1])
         if self.max_shift > 0:
@@ -226,6 +231,9 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval_metrics("test")
+        tp, fp = self.test_predicted.compute()[:, :2].unbind(1)  # reduced over all processes
+        self.log("test/predicted_classes", ((tp + fp) > 0).sum().float(), sync_dist=True)
+        self.test_predicted.reset()
         if self.tta_level > 0:
             self.log("test/acc_tta", self.metrics["test_tta_acc"], on_step=False, on_epoch=True)
         if self.max_shift > 0:

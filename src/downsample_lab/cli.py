@@ -184,6 +184,31 @@ def _sweep_experiment(overrides: list[Any]) -> str | None:
     return None
 
 
+def _check_resume_target(directory: str | None, where: str, multirun: bool, overrides: list[Any]) -> None:
+    """Refuse ``resume=true`` (raise ConfigError) where there is nothing to continue, before Hydra creates the
+    directory: no directory given (and no ``ckpt_path``), a directory that does not exist, or one that holds no
+    run (``.hydra/``, ``status.json``, ``checkpoints/``) or, for ``-m``, no sweep (``multirun.yaml``)."""
+    if any(o.key_or_group == "ckpt_path" and o.value() not in (None, "null") for o in overrides):
+        return  # a checkpoint named outright: train reads and checks it
+    what = "sweep" if multirun else "run"
+    example = "outputs/train-multirun/<time>" if multirun else "outputs/train/<run>"
+    if directory is None:
+        raise ConfigError(
+            f"resume=true needs the {what} to continue: add {where}={example} (or ckpt_path=<file.ckpt>)"
+        )
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise ConfigError(
+            f"resume=true but {where}={directory} does not exist; pass the directory of the {what} to continue"
+        )
+    markers = ("multirun.yaml",) if multirun else (".hydra", "status.json", "checkpoints")
+    if not any((path / m).exists() for m in markers):
+        raise ConfigError(
+            f"resume=true but {directory} holds no {what} (no {' or '.join(markers)}); pass the directory of "
+            f"the {what} to continue, e.g. {where}={example}"
+        )
+
+
 def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     """Check ``argv``'s overrides (raise UserError) and return it with a resumed run's overrides filled in."""
     from hydra.errors import OverrideParseException
@@ -205,7 +230,14 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
         ) from None
     check_overrides(overrides, config_name, schema)
     _check_launcher_overrides(overrides)
-    if not args.multirun and (name := _sweep_experiment(overrides)):
+    if args.cfg and args.multirun:
+        shown = " ".join(o.input_line for o in overrides if not o.is_sweep_override())
+        raise ConfigError(
+            f"--cfg {args.cfg} prints the config of one run and cannot be combined with -m; drop -m (and the "
+            f"swept values) to see the config a sweep's jobs start from: python -m downsample_lab.{config_name} "
+            f"{shown + ' ' if shown else ''}--cfg {args.cfg}"
+        )
+    if not args.multirun and not args.cfg and (name := _sweep_experiment(overrides)):
         raise ConfigError(
             f"experiment={name} is a sweep (it sets hydra.sweeper.params); add -m to run it: "
             f"python -m downsample_lab.{config_name} -m experiment={name} ..."
@@ -213,7 +245,10 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     resume = any(o.key_or_group == "resume" and _is_true(o.value()) for o in overrides)
     where = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     directory = next((str(o.value()) for o in overrides if o.key_or_group == where), None)
-    if not resume or directory is None:
+    if not resume:
+        return argv
+    _check_resume_target(directory, where, args.multirun, overrides)
+    if directory is None:
         return argv
     saved = _saved_overrides(Path(directory).expanduser(), args.multirun)
     if saved is None:
@@ -223,6 +258,24 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     for token in given:  # the flags (and their values) stay where they were
         rest.remove(token)
     return [argv[0], *rest, *merge_overrides(saved, given)]
+
+
+def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
+    """For ``-m``: compose and validate every job of the sweep before the first starts
+    (:func:`downsample_lab.sweep_check.check_sweep`; raise ConfigError naming a bad job). Returns the number of
+    jobs checked. Not for a resumed sweep (``resume=true``): it skips its completed jobs, and a job refused now
+    (e.g. by a newer rule) is reported as it starts, without holding back the others."""
+    args = compat.hydra_args_parser().parse_args(argv[1:])
+    if not args.multirun or args.help or args.hydra_help or args.shell_completion or args.info or args.cfg:
+        return 0
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    if any(o.key_or_group == "resume" and _is_true(o.value()) for o in overrides):
+        return 0  # a resumed sweep: its completed jobs are skipped, the others checked as they start
+    from downsample_lab.sweep_check import check_sweep
+
+    return check_sweep(args.overrides, config_name, schema)
 
 
 def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
@@ -235,6 +288,7 @@ def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
         os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     try:
         sys.argv = prepare_argv(sys.argv, config_name, schema)
+        check_multirun(sys.argv, config_name, schema)
     except UserError as err:
         exit_with_error(err)
     record = _sweep_record(sys.argv)

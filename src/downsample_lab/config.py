@@ -11,6 +11,7 @@ the LightningModule and :func:`~downsample_lab.models.build_model` take the type
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from collections.abc import Iterable, Mapping
@@ -323,11 +324,17 @@ def check_launcher(t: DictConfig) -> None:
         )
 
 
-def validate(cfg: DictConfig, schema: type = TrainConfig) -> DictConfig:
+@functools.cache
+def _structured(schema: type) -> DictConfig:
+    """The schema as an OmegaConf node, built once: building it takes most of a validation's ~0.1 s."""
+    return OmegaConf.structured(schema)
+
+
+def validate(cfg: DictConfig, schema: type = TrainConfig, *updates: DictConfig) -> DictConfig:
     """Check ``cfg`` against ``schema`` (types, choices) and the value rules of :mod:`config_rules`; return the
-    typed config or raise ConfigError."""
+    typed config or raise ConfigError. ``updates`` are merged over ``cfg`` first (a sweep job's values)."""
     try:
-        node = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        node = OmegaConf.merge(_structured(schema), cfg, *updates)  # (merge copies the schema's node)
         OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise _schema_error(err, schema) from None

@@ -14,8 +14,12 @@ from __future__ import annotations
 import logging
 import warnings
 
-# Warnings about Lightning's own code, not ours: nothing a user can act on.
-_LIBRARY_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",)
+# Warnings about Lightning's own code, not ours: nothing a user can act on; or said in the project's words
+# (the logging interval longer than an epoch: downsample_lab.callbacks.EpochSummary).
+_LIBRARY_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
 
 
 def quiet_libraries() -> None:

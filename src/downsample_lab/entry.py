@@ -28,6 +28,7 @@ from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.jobtime import add_up
 from downsample_lab.jobtime import describe as describe_times
 from downsample_lab.resolvers import concurrent_jobs, cpu_count, launcher_overrides, planned_jobs
+from downsample_lab.runs import INTERRUPTED
 
 log = logging.getLogger("downsample_lab")
 
@@ -157,13 +158,16 @@ def run_task(
             raise JobError(str(err)) from None
         exit_with_error(err)  # one line on stderr; status.json keeps the reason
     except SIGTERMException:
-        _stopped(directory, "stopped by SIGTERM", resumable, started or not previous, parallel)
+        _stopped(directory, "stopped by SIGTERM", resumable, started or not previous, parallel, INTERRUPTED)
         # Lightning stops at a batch boundary and raises SystemExit(None), which would exit 0; report the signal
         # as a shell does for a process it ended.
-        sys.exit(128 + 15)
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
-        _stopped(directory, "interrupted", resumable, started or not previous, parallel)
-        raise
+        sys.exit(EXIT_SIGTERM)
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and err.code != 1:  # Lightning turns Ctrl-C into SystemExit(1)
+            _stopped(directory, f"exited with code {err.code}", resumable, started or not previous, parallel)
+            raise
+        _stopped(directory, "interrupted", resumable, started or not previous, parallel, INTERRUPTED)
+        sys.exit(EXIT_SIGINT)  # as a shell reports a process ended by SIGINT, not Lightning's 1
     except BaseException as err:
         _stopped(directory, f"crashed ({_reason(err)})", resumable, started or not previous, parallel)
         if parallel:
@@ -180,6 +184,10 @@ def run_task(
         _job_line(directory, "completed" + (f": {shown}" if shown else ""), t0)
     return metrics.get(metric) if metric else None
 
+
+# The exit codes a shell gives a process that SIGINT (Ctrl-C) or SIGTERM ended.
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
 
 # What the one console line of a finished job in a parallel sweep shows.
 JOB_LINE_METRICS = ("val/acc_best", "test/acc", "test/acc_tta")
@@ -226,10 +234,12 @@ def _catch_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, _raise_sigterm)
 
 
-def _stopped(directory: Path, what: str, resumable: bool, record: bool, parallel: bool = False) -> None:
+def _stopped(
+    directory: Path, what: str, resumable: bool, record: bool, parallel: bool = False, status: str = "failed"
+) -> None:
     advice = resume_advice(directory) if resumable else ""
     if record:
-        write_status(directory, "failed", error=f"{what}; {advice}" if advice else what)
+        write_status(directory, status, error=f"{what}; {advice}" if advice else what)
     if advice and not parallel:  # in a parallel sweep the sweep's summary gives the resume command, once
         _report_stop(directory, what, advice)
 
@@ -253,12 +263,16 @@ def sweep_summary(
             jobs.append((job, status, overrides))
     varying = {k for k in {k for _, _, o in jobs for k in o} if len({o.get(k) for _, _, o in jobs}) > 1}
     lines = []
+    n_interrupted = 0
     for job, status, overrides in jobs:
         if status.get("status") == "completed":
             continue
         own = ",".join(f"{k}={v}" for k, v in overrides.items() if k in varying)
         name = f"job {_job_number(job)}" + (f" ({own})" if own else "")
         reason = status.get("error") or "did not finish (killed?)"
+        if status.get("status") == INTERRUPTED:
+            n_interrupted += 1
+            reason = f"interrupted: {reason}" if not reason.startswith("interrupted") else reason
         lines.append(f"  {name}: {reason}")
     done = len(jobs) - len(lines)
     total = max(planned or 0, len(jobs))
@@ -270,10 +284,17 @@ def sweep_summary(
     if not lines and not never:
         return "\n".join([f"Sweep {sweep_dir}: all {done} jobs completed.", *footer]), True
     head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
-    if lines:
-        head += f"; {len(lines)} did not" + (f" and {never} never ran" if never else "") + ":"
-    else:
-        head += f"; {never} never ran."
+    counts = [
+        f"{n} {what}"
+        for n, what in (
+            (n_interrupted, "interrupted"),
+            (len(lines) - n_interrupted, "failed"),
+            (never, "never ran"),
+        )
+        if n
+    ]
+    head += "; " + (", ".join(counts[:-1]) + " and " + counts[-1] if len(counts) > 1 else counts[0])
+    head += ":" if lines else "."
     return "\n".join([head, *lines, *footer, *([hint] if hint else [])]), False
 
 
@@ -300,7 +321,7 @@ def mark_stopped(sweep_dir: Path) -> int:
     count = 0
     for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else []):
         if _job_number(job) >= 0 and read_status(job).get("status") == "running":
-            runs.write_status(job, "failed", error="interrupted: the sweep stopped while it ran")
+            runs.write_status(job, INTERRUPTED, error="the sweep stopped while it ran")
             count += 1
     return count
 

@@ -36,17 +36,27 @@ def short_dirname(text: str, limit: int = 96) -> str:
 
 
 def sweep_overrides(hydra_cfg: Any) -> list[Any]:
-    """The overrides a multirun sweeps over (``a=x,y``, ``range(..)``, ``hydra.sweeper.params``), parsed.
+    """The overrides a multirun sweeps over (``a=x,y``, ``range(..)``, ``hydra.sweeper.params``), parsed; a key
+    the command line sets replaces the params' values of that key, as in Hydra's basic sweeper.
 
     ``hydra_cfg`` is the ``hydra`` node of the sweep's config: the one ``multirun.yaml`` holds, whose
     ``overrides.task`` still has the command line's lists (a job's own config has its values only).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    lines = [str(o) for o in hydra_cfg.overrides.task]
     params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
-    lines += [f"{k}={v}" for k, v in params.items()]
-    return [o for o in OverridesParser.create().parse_overrides(lines) if o.is_sweep_override()]
+    merged = merged_overrides(OverridesParser.create(), [str(o) for o in hydra_cfg.overrides.task], params)
+    return [o for o in merged if o.is_sweep_override()]
+
+
+def merged_overrides(parser: Any, task: list[str], params: Any) -> list[Any]:
+    """A sweep's overrides by Hydra's rule (``BasicSweeper.split_arguments``): the experiment's
+    ``hydra.sweeper.params``, then the command line's ``task``, by key (with its ``+``/``~`` prefix and
+    ``@package``, as Hydra keys them) in one ordered dict, so a command-line
+    value, swept or not, replaces the params' values of its key, in their place."""
+    merged = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])}
+    merged |= {o.get_key_element(): o for o in parser.parse_overrides(task)}
+    return list(merged.values())
 
 
 # The launcher that runs a sweep's jobs several at a time (configs/hydra/launcher/parallel.yaml).

@@ -49,8 +49,13 @@ def flatten_text(cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# The status of a run stopped by Ctrl-C or SIGTERM: resumable, not failed.
+INTERRUPTED = "interrupted"
+
+
 def write_status(directory: Path, status: str, **info: Any) -> None:
-    """``<run dir>/status.json``: running, completed (with the final metrics) or failed (with the reason).
+    """``<run dir>/status.json``: running, completed (with the final metrics), failed (with the reason) or
+    :data:`INTERRUPTED` (with the command that continues it).
 
     Written to a temporary file and renamed, so a reader never sees half a record.
     """

@@ -136,6 +136,9 @@ def final_results(choices: Sequence[Choice], final_runs: Sequence[read.Run]) -> 
             if str(r.hparams.get(ARM_KEY)) == c.arm
             and all(read.canonical(r.hparams.get(k)) == read.canonical(v) for k, v in c.setting.items())
             and r.seed not in c.tune_seeds
+            and not read.degenerate_reason(
+                r
+            )  # a collapsed model says nothing about its arm (report.md lists it)
         ]
     baseline = by_arm.get(stats.BASELINE_VALUE, [])
 
@@ -144,18 +147,30 @@ def final_results(choices: Sequence[Choice], final_runs: Sequence[read.Run]) -> 
         diff, low, high, p = (
             stats.effect(values, base) if arm != stats.BASELINE_VALUE else (float("nan"),) * 4
         )
-        return {f"{name}_diff": diff, f"{name}_diff_ci95_low": low, f"{name}_diff_ci95_high": high, name: p}
+        note = (
+            stats.unsupported_ci(min(len(values), len(base)), low, high, (-1.0, 1.0))
+            if values and base
+            else ""
+        )
+        if note:
+            low = high = float("nan")
+        return {f"{name}_diff": diff, f"{name}_diff_ci95_low": low, f"{name}_diff_ci95_high": high,
+                f"{name}_diff_ci95_note": note, name: p}  # fmt: skip
 
     rows = []
     for c in choices:
         runs = by_arm[c.arm]
         acc = [r.test_acc for r in runs]
         mean, std, low, high = stats.mean_std_ci(acc)
+        note = stats.unsupported_ci(len(acc), low, high) if acc else ""
+        if note:
+            low = high = float("nan")
         tta = [r.test_acc_tta for r in runs if r.test_acc_tta is not None]
         tta_mean, tta_std, _, _ = stats.mean_std_ci(tta)
         rows.append(
             {"arm": c.arm, "n": len(runs), "seeds": " ".join(sorted((r.seed for r in runs), key=_seed_order)),
              "test_acc_mean": mean, "test_acc_std": std, "test_acc_ci95_low": low, "test_acc_ci95_high": high,
+             "test_acc_ci95_note": note,
              **versus_maxpool(c.arm, acc, "test_acc", "p_vs_maxpool"),
              "test_acc_tta_mean": tta_mean, "test_acc_tta_std": tta_std,
              **versus_maxpool(c.arm, tta, "test_acc_tta", "p_tta_vs_maxpool")}
@@ -196,18 +211,22 @@ def selection_table(
             f = final_rows.loc[c.arm]
             row["n"] = int(f.n)
             row["test acc %"] = render.fmt_mean_std(f.test_acc_mean, f.test_acc_std) if f.n else read.DASH
-            row["95% CI"] = render.fmt_ci(f.test_acc_ci95_low, f.test_acc_ci95_high)
-            row["Δ vs maxpool, pp [95% CI]"] = render.fmt_diff(
-                f.p_vs_maxpool_diff, f.p_vs_maxpool_diff_ci95_low, f.p_vs_maxpool_diff_ci95_high
+            row["95% CI"] = render.fmt_ci_or_note(
+                f.test_acc_ci95_low, f.test_acc_ci95_high, f.test_acc_ci95_note
             )
+            row["Δ vs maxpool, pp [95% CI]"] = render.fmt_diff(
+                f.p_vs_maxpool_diff, f.p_vs_maxpool_diff_ci95_low, f.p_vs_maxpool_diff_ci95_high,
+                f.p_vs_maxpool_diff_ci95_note,
+            )  # fmt: skip
             row["p vs maxpool"] = render.fmt_p(f.p_vs_maxpool)
             row["p Holm"] = render.fmt_p(f.p_vs_maxpool_holm)
             row["test acc TTA %"] = (
                 render.fmt_mean_std(f.test_acc_tta_mean, f.test_acc_tta_std) if f.n else read.DASH
             )
             row["TTA Δ, pp [95% CI]"] = render.fmt_diff(
-                f.p_tta_vs_maxpool_diff, f.p_tta_vs_maxpool_diff_ci95_low, f.p_tta_vs_maxpool_diff_ci95_high
-            )
+                f.p_tta_vs_maxpool_diff, f.p_tta_vs_maxpool_diff_ci95_low, f.p_tta_vs_maxpool_diff_ci95_high,
+                f.p_tta_vs_maxpool_diff_ci95_note,
+            )  # fmt: skip
             row["TTA p Holm"] = render.fmt_p(f.p_tta_vs_maxpool_holm)
         rows.append(row)
     return pd.DataFrame(rows)

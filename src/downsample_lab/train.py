@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,8 @@ def train_job(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     cfg = validate(cfg)
     out = run_dir()
     resume = resume_point(cfg, out)
+    if resume is not None:  # its own checkpoints are there: Lightning's "exists and is not empty" is expected
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     L.seed_everything(cfg.seed, workers=True)
 
     run: TrainConfig = OmegaConf.to_object(cfg)  # typed objects for the data, the model and the optimiser

@@ -12,6 +12,9 @@ keys of :data:`IGNORED_KEYS`), and writes to ``--out`` (default: the directory i
 - ``val_acc.png`` (validation accuracy per epoch, mean and min–max band per arm) and
   ``acc_vs_throughput.png`` (test accuracy against training images/s, ± std error bars).
 
+Runs whose model collapsed are left out of the statistics and listed with the reason (``--keep-degenerate``
+counts them).
+
 One module for each step:
 
 - :mod:`~downsample_lab.report.read`: find run directories, load each into a :class:`Run`, the tidy run table;
@@ -28,6 +31,7 @@ from downsample_lab.report.build import REPORT_FILES, Report, build_report, main
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_val_curves
 from downsample_lab.report.read import (
     Run,
+    degenerate_reason,
     find_run_dirs,
     is_run_dir,
     is_training_run,
@@ -59,6 +63,7 @@ __all__ = [
     "Run",
     "arm_keys",
     "build_report",
+    "degenerate_reason",
     "find_run_dirs",
     "group_runs",
     "is_run_dir",

@@ -13,7 +13,16 @@ import pandas as pd
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.report.document import report_markdown
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
-from downsample_lab.report.read import NOT_STARTED, Run, find_run_dirs, is_training_run, load_run
+from downsample_lab.report.read import (
+    DEGENERATE,
+    INTERRUPTED,
+    NOT_STARTED,
+    Run,
+    degenerate_reason,
+    find_run_dirs,
+    is_training_run,
+    load_run,
+)
 from downsample_lab.report.render import display_table, plain_table, runs_table, shift_table
 from downsample_lab.report.stats import (
     Arm,
@@ -65,8 +74,12 @@ class Report:
         return self.out / "report.md"
 
 
-def build_report(root: Path, out: Path | None = None) -> Report:
+def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = False) -> Report:
     """Read every run below ``root``, write report.md, results.csv, runs.csv and the plots to ``out``.
+
+    A completed run whose model collapsed (:func:`~downsample_lab.report.read.degenerate_reason`) is left out
+    of the statistics with the reason (status ``degenerate``); ``keep_degenerate`` counts it, without its shift
+    consistency (a constant predictor is perfectly consistent).
 
     Raises:
         UserError: ``root`` is not a directory, no run directory is below it, or ``out`` is not a directory.
@@ -87,6 +100,8 @@ def build_report(root: Path, out: Path | None = None) -> Report:
         )
     loaded = [load_run(d) for d in dirs]
     runs = [r for r in loaded if is_training_run(r)]
+    for run in runs:
+        flag_degenerate(run, keep_degenerate)
     skipped = [r for r in loaded if not is_training_run(r)]
     arms = group_runs(runs)
     keys = arm_keys([r for r in runs if r.status == "completed"])
@@ -110,6 +125,20 @@ def build_report(root: Path, out: Path | None = None) -> Report:
     return rep
 
 
+def flag_degenerate(run: Run, keep: bool) -> None:
+    """Mark a completed run whose model collapsed: ``degenerate`` (not counted), or, with ``keep``, counted with
+    the reason noted and its consistency dropped."""
+    why = degenerate_reason(run) if run.status == "completed" else ""
+    if not why:
+        return
+    if not keep:
+        run.status, run.reason = DEGENERATE, why
+        return
+    run.reason = f"degenerate, counted (--keep-degenerate): {why}"
+    run.consistency = None
+    run.shift = {tag: points for tag, points in run.shift.items() if not tag.endswith("/consistency")}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m downsample_lab.report DIR [--out OUT]``: write the report, print where and a short table."""
     parser = argparse.ArgumentParser(
@@ -121,14 +150,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         "dir", type=Path, help="a sweep directory (outputs/train-multirun/<time>) or outputs/"
     )
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: DIR)")
+    parser.add_argument(
+        "--keep-degenerate",
+        action="store_true",
+        help="count runs whose model collapsed (test accuracy at chance, a non-finite or exploded loss, one "
+        "predicted class) in their arm's statistics; by default they are listed apart, not counted",
+    )
     args = parser.parse_args(argv)
     try:
-        rep = build_report(args.dir, args.out)
+        rep = build_report(args.dir, args.out, keep_degenerate=args.keep_degenerate)
     except UserError as err:
         exit_with_error(err)
     print(f"Report: {rep.path}")
     counts = {
-        s: sum(r.status == s for r in rep.runs) for s in ("completed", "failed", "running", "incomplete")
+        s: sum(r.status == s for r in rep.runs)
+        for s in ("completed", DEGENERATE, "failed", INTERRUPTED, "running", "incomplete")
     }
     n_refused = sum(r.status == NOT_STARTED for r in rep.runs)
     print(

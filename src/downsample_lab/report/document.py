@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from downsample_lab.report.read import CONSISTENCY, DASH, NOT_STARTED, TEST_ACC_TTA, Run, value_text
+from downsample_lab.report.read import (
+    CONSISTENCY,
+    DASH,
+    DEGENERATE,
+    INTERRUPTED,
+    NOT_STARTED,
+    TEST_ACC_TTA,
+    Run,
+    value_text,
+)
 from downsample_lab.report.render import markdown_table, relative
 from downsample_lab.report.stats import HOLM, IGNORED_KEYS, PAPER_KEY
 
@@ -33,13 +42,17 @@ def _summary(rep: Report) -> list[str]:
     apart = (
         f" {n_not_started} more stopped at start-up, before training (listed apart)." if n_not_started else ""
     )
+    n_degenerate = sum(r.status == DEGENERATE for r in started)
+    n_interrupted = sum(r.status == INTERRUPTED for r in started)
     return [
         "# Ablation report",
         "",
         f"Runs below `{rep.root}`: {len(started)} training runs found, "
         f"{sum(r.status == 'completed' for r in started)} completed and counted, "
-        f"{sum(r.status == 'failed' for r in started)} failed, "
-        f"{sum(r.status in ('running', 'incomplete') for r in started)} running or incomplete "
+        + (f"{n_degenerate} completed but degenerate, " if n_degenerate else "")
+        + f"{sum(r.status == 'failed' for r in started)} failed, "
+        + (f"{n_interrupted} interrupted, " if n_interrupted else "")
+        + f"{sum(r.status in ('running', 'incomplete') for r in started)} running or incomplete "
         f"(listed below, not counted).{apart} Written {time.strftime('%Y-%m-%d %H:%M:%S %z')} by "
         "`python -m downsample_lab.report`.",
     ]
@@ -154,7 +167,12 @@ def _not_counted(rep: Report) -> list[str]:
     """The failed, and the running or incomplete, training runs: one table each."""
     left_out = [r for r in rep.runs if r.status not in (NOT_STARTED, "completed")]
     lines = [] if left_out else ["None: every run found completed."]
-    for title, states in (("Failed", ("failed",)), ("Running or incomplete", ("running", "incomplete"))):
+    groups = (
+        ("Degenerate: the model collapsed (`--keep-degenerate` counts them)", (DEGENERATE,)),
+        ("Failed", ("failed",)),
+        ("Interrupted, running or incomplete", (INTERRUPTED, "running", "incomplete")),
+    )
+    for title, states in groups:
         chosen = [r for r in left_out if r.status in states]
         if chosen:
             listed = pd.DataFrame(
@@ -193,5 +211,8 @@ def _other_tools(rep: Report) -> list[str]:
         "",
         "Evaluation and benchmark runs are not arms of the ablation:",
         "",
-        *(f"- `{relative(r.path, rep.root)}` ({r.task or 'eval'}, {r.status})" for r in rep.skipped),
+        *(
+            f"- `{relative(r.path, rep.root)}` ({r.task or 'eval'}, {r.recorded or 'no status.json'})"
+            for r in rep.skipped
+        ),
     ]

@@ -9,6 +9,7 @@ Reads files only; imports neither torch nor Lightning.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from downsample_lab import runs as run_dirs
 
 # Scalar tags written by train.py (Classifier, EpochThroughput).
 TEST_ACC = "test/acc"
+TEST_LOSS = "test/loss"
+TRAIN_LOSS = "train/loss"
+PREDICTED_CLASSES = "test/predicted_classes"  # how many classes the final model predicts on the test set
 VAL_ACC = "val/acc"
 VAL_ACC_BEST = "val/acc_best"
 CONSISTENCY = "test/consistency"
@@ -35,6 +39,8 @@ SHIFT_PREFIX = (
 )
 
 NOT_STARTED = "not started"  # the status of a run that failed before its TensorBoard run existed
+INTERRUPTED = run_dirs.INTERRUPTED  # stopped by Ctrl-C or SIGTERM (status.json), resumable
+DEGENERATE = "degenerate"  # the status of a completed run whose model collapsed (see degenerate_reason)
 DASH = "—"  # the text of a number or value that is not defined
 ABSENT = "(unset)"  # the value of a key that a run's config does not have (e.g. a key added later)
 
@@ -45,6 +51,8 @@ METRICS = (
     "val_acc_final",
     "consistency",
     "test_acc_tta",
+    "test_loss",
+    "predicted_classes",
     "params",
     "flops",
     "images_per_sec",
@@ -67,6 +75,7 @@ class Run:
     status: str
     reason: str = ""
     task: str | None = None
+    recorded: str | None = None  # the status its status.json records (None: no status.json)
     hparams: dict[str, Any] = field(default_factory=dict)
     hparams_in_tb: bool = False  # False: read from .hydra/config.yaml alone (precision "auto", not what ran)
     test_acc: float | None = None
@@ -74,6 +83,9 @@ class Run:
     val_acc_final: float | None = None  # the last val/acc: the final weights' (the lookahead's included)
     consistency: float | None = None
     test_acc_tta: float | None = None  # with test-time augmentation (eval.tta_level > 0)
+    test_loss: float | None = None
+    predicted_classes: float | None = None  # distinct classes predicted on the test set (runs since issue 19)
+    train_loss: float | None = None  # the last logged training loss
     params: float | None = None
     flops: float | None = None
     images_per_sec: float | None = None
@@ -251,11 +263,15 @@ def load_run(path: Path) -> Run:
         val_acc_final=_last(scalars, VAL_ACC),
         consistency=_last(scalars, CONSISTENCY),
         test_acc_tta=_last(scalars, TEST_ACC_TTA),
+        test_loss=_last(scalars, TEST_LOSS),
+        predicted_classes=_last(scalars, PREDICTED_CLASSES),
+        train_loss=_last(scalars, TRAIN_LOSS),
         params=_last(scalars, PARAMS),
         flops=_last(scalars, FLOPS),
         images_per_sec=_mean_throughput(scalars),
         throughput_epochs=int((scalars["tag"] == IMAGES_PER_SEC).sum()),
         task=_read_task(path),
+        recorded=(record or {}).get("status"),
         val_curve=val_curve(scalars),
         shift=shift_curves(scalars),
     )
@@ -268,8 +284,8 @@ def load_run(path: Path) -> Run:
     if state == "failed" and not (path / "tb").is_dir():
         # stopped before its TensorBoard run existed: a config, resume or data error at start-up
         run.status, run.reason = NOT_STARTED, str(record.get("error") or "no error recorded")
-    elif state == "failed":
-        run.status, run.reason = "failed", str(record.get("error") or "no error recorded")
+    elif state in ("failed", INTERRUPTED):
+        run.status, run.reason = state, str(record.get("error") or "no error recorded")
     elif state == "running":
         run.status = "running"
         run.reason = "status.json says running (still training, or killed before it could record a failure)"
@@ -282,6 +298,35 @@ def load_run(path: Path) -> Run:
     elif not run.hparams:
         run.status, run.reason = "incomplete", "no hyperparameters (no HParams in tb/, no .hydra/config.yaml)"
     return run
+
+
+# CIFAR-10: ten balanced classes. A model that predicts one class everywhere scores exactly CHANCE on the test set
+# and its loss is at least that of the uniform prediction, ln(10) = 2.30.
+NUM_CLASSES = 10
+CHANCE = 1 / NUM_CLASSES
+CHANCE_MARGIN = (
+    0.02  # "at chance": a test accuracy below CHANCE + 2 pp (the test set's sampling error is ~0.3 pp)
+)
+EXPLODED_LOSS = 10 * math.log(
+    NUM_CLASSES
+)  # a test loss 10 times the uniform prediction's: the model diverged
+
+
+def degenerate_reason(run: Run) -> str:
+    """Why a completed run's model is degenerate ('' when it is not): a test accuracy at chance, a non-finite or
+    exploded loss, or a single predicted class. Such a run says nothing about its arm's accuracy, and a constant
+    predictor is perfectly shift-consistent, so the report leaves it out of the statistics by default."""
+    why = []
+    if run.test_acc is not None and run.test_acc < CHANCE + CHANCE_MARGIN:
+        why.append(f"test accuracy {run.test_acc * 100:.2f}% is at chance ({CHANCE * 100:.0f}%)")
+    for name, loss in (("test", run.test_loss), ("training", run.train_loss)):
+        if loss is not None and not math.isfinite(loss):
+            why.append(f"the {name} loss is {loss}")
+    if run.test_loss is not None and math.isfinite(run.test_loss) and run.test_loss > EXPLODED_LOSS:
+        why.append(f"the test loss {run.test_loss:.3g} exploded (> {EXPLODED_LOSS:.1f}, 10x a uniform guess)")
+    if run.predicted_classes is not None and run.predicted_classes <= 1:
+        why.append("it predicts a single class")
+    return "; ".join(why)
 
 
 def _read_task(path: Path) -> str | None:

@@ -43,12 +43,19 @@ def fmt_ci(low: float, high: float) -> str:
     return f"[{low * 100:.2f}, {high * 100:.2f}]" if is_defined(low) else DASH
 
 
-def fmt_diff(diff: float, low: float, high: float) -> str:
+def fmt_ci_or_note(low: float, high: float, note: Any = "") -> str:
+    """:func:`fmt_ci`, or ``— (n < 3)`` where the report judged the interval unsupported (``note``)."""
+    return f"{DASH} ({note})" if isinstance(note, str) and note else fmt_ci(low, high)
+
+
+def fmt_diff(diff: float, low: float, high: float, note: Any = "") -> str:
     """``+1.23 [+0.50, +1.96]``: a difference of fractions and its confidence interval, in percentage points;
-    the difference alone without an interval."""
+    the difference alone without an interval, with the reason (``+1.23 (CI: n < 3)``) where there is one."""
     if not is_defined(diff):
         return DASH
     text = f"{diff * 100:+.2f}"
+    if isinstance(note, str) and note:
+        return f"{text} (CI: {note})"
     return text + (f" [{low * 100:+.2f}, {high * 100:+.2f}]" if is_defined(low) else "")
 
 
@@ -84,18 +91,28 @@ def display_table(results: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     table = pd.DataFrame({"arm": results["arm"], "n": results["n"]})
     table["test acc %"] = _column(results, fmt_mean_std, "test_acc_mean", "test_acc_std")
-    table["95% CI"] = _column(results, fmt_ci, "test_acc_ci95_low", "test_acc_ci95_high")
-    table["Δ vs baseline, pp [95% CI]"] = _column(
-        results, fmt_diff, "welch_p_diff", "welch_p_diff_ci95_low", "welch_p_diff_ci95_high"
+    table["95% CI"] = _column(
+        results, fmt_ci_or_note, "test_acc_ci95_low", "test_acc_ci95_high", "test_acc_ci95_note"
     )
+    table["Δ vs baseline, pp [95% CI]"] = _column(
+        results, fmt_diff, "welch_p_diff", "welch_p_diff_ci95_low", "welch_p_diff_ci95_high",
+        "welch_p_diff_ci95_note",
+    )  # fmt: skip
     table["p vs baseline"] = _column(results, fmt_p, "welch_p")
     table["p Holm"] = _column(results, fmt_p, "welch_p_holm")
     if (results["test_acc_tta_n"] > 0).any():
         table["TTA test acc %"] = _column(results, fmt_mean_std, "test_acc_tta_mean", "test_acc_tta_std")
-        table["TTA 95% CI"] = _column(results, fmt_ci, "test_acc_tta_ci95_low", "test_acc_tta_ci95_high")
-        table["TTA Δ, pp [95% CI]"] = _column(
-            results, fmt_diff, "welch_p_tta_diff", "welch_p_tta_diff_ci95_low", "welch_p_tta_diff_ci95_high"
+        table["TTA 95% CI"] = _column(
+            results,
+            fmt_ci_or_note,
+            "test_acc_tta_ci95_low",
+            "test_acc_tta_ci95_high",
+            "test_acc_tta_ci95_note",
         )
+        table["TTA Δ, pp [95% CI]"] = _column(
+            results, fmt_diff, "welch_p_tta_diff", "welch_p_tta_diff_ci95_low", "welch_p_tta_diff_ci95_high",
+            "welch_p_tta_diff_ci95_note",
+        )  # fmt: skip
         table["TTA p vs baseline"] = _column(results, fmt_p, "welch_p_tta")
         table["TTA p Holm"] = _column(results, fmt_p, "welch_p_tta_holm")
     if results["paper_test_error_pct"].notna().any():

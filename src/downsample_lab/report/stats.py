@@ -52,16 +52,35 @@ class Arm:
 # Arms
 
 
+# Keys that do nothing in a run unless another key has a value: (key prefix, that key, its value).
+APPLIES_ONLY = (("data.synthetic_", "data.source", "synthetic"),)
+NOT_APPLICABLE = "(not used)"
+
+
+def arm_value(hparams: Mapping[str, Any], key: str) -> Any:
+    """A run's value of ``key`` as an arm sees it: :data:`NOT_APPLICABLE` where the key does nothing in that run
+    (``data.synthetic_train_size`` of a ``data.source=folder`` run), :data:`ABSENT` where the run lacks it."""
+    for prefix, needs, value in APPLIES_ONLY:
+        if key.startswith(prefix) and hparams.get(needs) != value:
+            return NOT_APPLICABLE
+    return hparams.get(key, ABSENT)
+
+
 def arm_keys(runs: Sequence[Run]) -> list[str]:
-    """The hyperparameters whose values differ between ``runs``, less :data:`IGNORED_KEYS`; baseline key first."""
+    """The hyperparameters whose values differ between the ``runs`` they apply to, less :data:`IGNORED_KEYS`;
+    baseline key first."""
     keys = set().union(*(r.hparams for r in runs)) - IGNORED_KEYS if runs else set()
-    differing = {k for k in keys if len({canonical(r.hparams.get(k, ABSENT)) for r in runs}) > 1}
+    differing = {
+        k for k in keys if len({canonical(arm_value(r.hparams, k)) for r in runs} - {NOT_APPLICABLE}) > 1
+    }
     return sorted(differing, key=lambda k: (k != BASELINE_KEY, k))
 
 
 def arm_label(hparams: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """``model.downsample=conv, model.kernel_size=5``; ``all runs`` when no key differs."""
-    return ", ".join(f"{k}={value_text(hparams.get(k, ABSENT))}" for k in keys) or "all runs"
+    """``model.downsample=conv, model.kernel_size=5`` (the keys that apply to the arm); ``all runs`` when no key
+    differs."""
+    values = {k: arm_value(hparams, k) for k in keys}
+    return ", ".join(f"{k}={value_text(v)}" for k, v in values.items() if v != NOT_APPLICABLE) or "all runs"
 
 
 def run_labels(runs: Sequence[Run], arms: Sequence[Arm]) -> dict[Path, str]:
@@ -104,11 +123,11 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
     keys = arm_keys(done)
     groups: dict[tuple, list[Run]] = {}
     for run in done:
-        groups.setdefault(tuple(canonical(run.hparams.get(k, ABSENT)) for k in keys), []).append(run)
+        groups.setdefault(tuple(canonical(arm_value(run.hparams, k)) for k in keys), []).append(run)
     arms = []
     for members in groups.values():
-        values = {k: members[0].hparams.get(k, ABSENT) for k in keys}
-        arms.append(Arm(arm_label(values, keys), values, members))
+        values = {k: arm_value(members[0].hparams, k) for k in keys}
+        arms.append(Arm(arm_label(members[0].hparams, keys), values, members))
     arms.sort(key=lambda a: arm_order(a.values, keys))
 
     pools = [a for a in arms if is_baseline(a.values)]
@@ -192,12 +211,31 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def _spread(values: pd.Series, name: str, ci: bool = False, n: bool = False) -> dict[str, float]:
-    """``<name>_mean``, ``<name>_std`` and, if asked, the 95% CI and the count, over the logged values."""
-    mean, std, low, high = mean_std_ci(values.dropna().tolist())
-    out = {f"{name}_mean": mean, f"{name}_std": std}
+# A t interval from fewer runs than this is too wide to read (n = 2: 12.7 standard errors each side).
+MIN_CI_RUNS = 3
+
+
+def unsupported_ci(n_runs: int, low: float, high: float, bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """Why a 95% CI cannot be shown as numbers ('' when it can): fewer than :data:`MIN_CI_RUNS` runs, or an
+    interval that leaves the values an accuracy can take (``bounds``: 0–1; a difference of two: -1–1)."""
+    if n_runs < MIN_CI_RUNS:
+        return f"n < {MIN_CI_RUNS}"
+    if not (math.isnan(low) or bounds[0] <= low <= high <= bounds[1]):
+        return "outside 0–100" if bounds[0] == 0 else "outside ±100"
+    return ""
+
+
+def _spread(values: pd.Series, name: str, ci: bool = False, n: bool = False) -> dict[str, Any]:
+    """``<name>_mean``, ``<name>_std`` and, if asked, the 95% CI (with ``<name>_ci95_note``: why it is not shown,
+    the interval then NaN) and the count, over the logged values."""
+    logged = values.dropna().tolist()
+    mean, std, low, high = mean_std_ci(logged)
+    out: dict[str, Any] = {f"{name}_mean": mean, f"{name}_std": std}
     if ci:
-        out |= {f"{name}_ci95_low": low, f"{name}_ci95_high": high}
+        note = unsupported_ci(len(logged), low, high) if logged else ""
+        if note:
+            low = high = math.nan
+        out |= {f"{name}_ci95_low": low, f"{name}_ci95_high": high, f"{name}_ci95_note": note}
     if n:
         out[f"{name}_n"] = int(values.notna().sum())
     return out
@@ -212,11 +250,19 @@ def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
     def logged(arm: Arm, column: str) -> list[float]:
         return frame.loc[frame["arm"] == position[id(arm)], column].dropna().tolist()
 
-    def versus_baseline(arm: Arm, column: str, name: str) -> dict[str, float]:
-        diff, low, high, p = (
-            effect(logged(arm, column), logged(arm.baseline, column)) if arm.baseline else (math.nan,) * 4
-        )
-        return {f"{name}_diff": diff, f"{name}_diff_ci95_low": low, f"{name}_diff_ci95_high": high, name: p}
+    def versus_baseline(arm: Arm, column: str, name: str) -> dict[str, Any]:
+        mine, theirs = logged(arm, column), (logged(arm.baseline, column) if arm.baseline else [])
+        diff, low, high, p = effect(mine, theirs) if arm.baseline else (math.nan,) * 4
+        note = unsupported_ci(min(len(mine), len(theirs)), low, high, (-1.0, 1.0)) if mine and theirs else ""
+        if note:
+            low = high = math.nan
+        return {
+            f"{name}_diff": diff,
+            f"{name}_diff_ci95_low": low,
+            f"{name}_diff_ci95_high": high,
+            f"{name}_diff_ci95_note": note,
+            name: p,
+        }
 
     rows = []
     for arm in arms:
