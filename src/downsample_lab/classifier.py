@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassStatScores
+from torchmetrics.classification import MulticlassAccuracy
 
 from downsample_lab import compat
 from downsample_lab.config import ModelConfig, OptimConfig, plain, typed
@@ -88,9 +88,10 @@ class Classifier(L.LightningModule):
         # best validation accuracy where the interrupted run left it.
         self.val_acc_best.persistent(True)
         self.test_consistency = MeanMetric(nan_strategy="disable")
-        # Per class: how often the final model predicts it on the test set. A collapsed model predicts one class
-        # (the report leaves such runs out: downsample_lab.report.read.degenerate_reason).
-        self.test_predicted = MulticlassStatScores(num_classes=10, average=None, validate_args=False)
+        # Per class: how often the tested model predicts it on the test set. A collapsed model predicts one class
+        # (the report leaves such runs out: downsample_lab.report.read.degenerate_reason). A scatter-add on the
+        # device: torchmetrics' stat scores count with bincount, which reads its input's size on the host (a sync).
+        self.register_buffer("test_predicted", torch.zeros(10, dtype=torch.long), persistent=False)
         self.max_shift = max_shift
         self.tta_level = tta_level
         self.shift_images = shift_images
@@ -208,6 +209,7 @@ class Classifier(L.LightningModule):
         self.log(f"{stage}/loss", self.metrics[f"{stage}_loss"], on_step=False, on_epoch=True)
 
     def on_test_start(self) -> None:
+        self.test_predicted.zero_()
         # The same shifts for every run and arm (per process), so consistency is comparable across runs.
         self._shift_generator = torch.Generator(device=self.device).manual_seed(1234 + self.global_rank)
         self.shift_curves = None
@@ -220,7 +222,8 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._eval_step(batch, "test")
-        self.test_predicted.update(logits, batch[1])
+        preds = logits.argmax(dim=1)
+        self.test_predicted.scatter_add_(0, preds, torch.ones_like(preds))
         if self.tta_level > 0:
             self.metrics["test_tta_acc"].update(tta_logits(self, batch[0], self.tta_level, logits), batch[1])
         if self.max_shift > 0:
@@ -231,9 +234,8 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval_metrics("test")
-        tp, fp = self.test_predicted.compute()[:, :2].unbind(1)  # reduced over all processes
-        self.log("test/predicted_classes", ((tp + fp) > 0).sum().float(), sync_dist=True)
-        self.test_predicted.reset()
+        counts = self.trainer.strategy.reduce(self.test_predicted, reduce_op="sum")  # over all processes
+        self.log("test/predicted_classes", (counts > 0).sum().float())
         if self.tta_level > 0:
             self.log("test/acc_tta", self.metrics["test_tta_acc"], on_step=False, on_epoch=True)
         if self.max_shift > 0:
