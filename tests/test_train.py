@@ -201,7 +201,7 @@ def test_a_logging_interval_longer_than_an_epoch_is_said_once_in_our_words(caplo
     with caplog.at_level("INFO", logger="downsample_lab"):
         EpochSummary().on_train_start(trainer, None)
     assert "An epoch has 9 steps, fewer than trainer.log_every_n_steps=50" in caplog.text
-    assert "set trainer.log_every_n_steps=9 or less" in caplog.text
+    assert "set trainer.log_every_n_steps=9 or less for a point per epoch" in caplog.text
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_libraries()  # Lightning's own words for it are dropped
@@ -210,3 +210,16 @@ def test_a_logging_interval_longer_than_an_epoch_is_said_once_in_our_words(caplo
             stacklevel=1,
         )
     assert not caught
+
+
+def test_every_epoch_line_carries_the_loss_when_epochs_are_shorter_than_the_logging_interval(tmp_path):
+    result = run_cli(
+        "train", *TINY, "trainer.max_epochs=2", "trainer.log_every_n_steps=50", f"data.cache_dir={tmp_path / 'c'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    lines = [line for line in console.splitlines() if "] - Epoch " in line]
+    assert len(lines) == 2 and all(": loss " in line for line in lines), lines
+    assert "smaller than the logging interval" not in console  # Lightning's words; ours, once:
+    assert console.count("fewer than trainer.log_every_n_steps=50") == 1

@@ -297,7 +297,7 @@ class EpochSummary(L.Callback):
     Written when everything of the epoch has been logged: the metrics of an epoch's end are logged by the
     callbacks and the module in ``on_train_epoch_end`` (the module's hook runs after every callback's), so the
     line of an epoch is written at the start of the next one, or when training ends. ``train/loss`` is that of
-    the epoch's last logging step.
+    the epoch's last logging step, or of its last step where an epoch is shorter than the logging interval.
     """
 
     def __init__(self) -> None:
@@ -307,9 +307,9 @@ class EpochSummary(L.Callback):
         steps, every = trainer.num_training_batches, trainer.log_every_n_steps
         if trainer.is_global_zero and isinstance(steps, int) and steps < every:
             log.info(
-                "An epoch has %d steps, fewer than trainer.log_every_n_steps=%d: the training loss is logged "
-                "every %d steps, so most epoch lines show none; set trainer.log_every_n_steps=%d or less to see "
-                "it every epoch.", steps, every, every, steps,
+                "An epoch has %d steps, fewer than trainer.log_every_n_steps=%d: TensorBoard gets the training "
+                "loss every %d steps, not every epoch (the epoch lines show each epoch's last); set "
+                "trainer.log_every_n_steps=%d or less for a point per epoch.", steps, every, every, steps,
             )  # fmt: skip
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -133,6 +133,12 @@ class Classifier(L.LightningModule):
         # ``self.log`` costs host time, and every value logged is read on the host when it is written.
         return (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0
 
+    def _is_short_epochs_last_step(self, batch_idx: int) -> bool:
+        # An epoch with fewer steps than the logging interval: its last step's loss too, for the epoch's console
+        # line (downsample_lab.callbacks.EpochSummary); TensorBoard still gets the logging steps' only.
+        steps = self.trainer.num_training_batches
+        return isinstance(steps, int) and steps < self.trainer.log_every_n_steps and batch_idx == steps - 1
+
     def setup(self, stage: str) -> None:
         # model=fast: the whitening stem comes from the training images' patch covariance (the first 5,000
         # training images, as airbench). A resumed run gets it from its checkpoint.
@@ -171,7 +177,8 @@ class Classifier(L.LightningModule):
         self.train_seen += len(labels)
         global_batch = len(labels) * self.trainer.world_size
         loss, mean = training_loss(logits, labels, self.optim_cfg, global_batch)
-        if self._is_log_step():  # train/lr/<group>: Lightning's LearningRateMonitor, at the same steps
+        if self._is_log_step() or self._is_short_epochs_last_step(batch_idx):
+            # train/lr/<group>: Lightning's LearningRateMonitor, at the logging steps
             self.log("train/loss", mean, on_step=True, on_epoch=False)
         return loss
 
