@@ -113,13 +113,12 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
                             del cfg.hydra
                         composed[choice] = (cfg, local)
                     cfg, local = composed[choice]
-                    if any(o.is_delete() for o in own):
+                    deleted = [o for o in own if o.is_delete()]
+                    if deleted:  # (rare) a copy without those keys; else the shared config itself, not copied
                         cfg = copy.deepcopy(cfg)
-                        for o in own:
-                            _apply(cfg, o)
-                        typed = validate(cfg, schema)
-                    else:  # the job's values merged over the shared config: no copy of it
-                        typed = validate(cfg, schema, _values(own))
+                        for o in deleted:
+                            _delete(cfg, o.key_or_group)
+                    typed = validate(cfg, schema, _values([o for o in own if not o.is_delete()]))
                     if local and "trainer" in typed:
                         check_accelerator(typed.trainer)
                 except (ConfigError, OmegaConfBaseException) as err:
@@ -147,26 +146,18 @@ def _compose(name: str, overrides: list[str]) -> DictConfig:
 
 
 def _values(overrides: Sequence[Any]) -> DictConfig:
-    """``key=v``, ``+key=v`` and ``++key=v`` overrides as one config to merge over a job's."""
+    """``key=v``, ``+key=v`` and ``++key=v`` overrides as one config to merge over a job's (a merge, as Hydra
+    applies a value override)."""
     node = OmegaConf.create({})
     for o in overrides:
         OmegaConf.update(node, o.key_or_group, o.value(), merge=False)
     return node
 
 
-def _apply(cfg: DictConfig, o: Any) -> None:
-    """One value override (``key=v``, ``+key=v``, ``++key=v``, ``~key``) on ``cfg``, as Hydra applies it."""
-    key = o.key_or_group
-    if o.is_delete():
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        with open_dict(cfg):
-            if node is not None and leaf in node:
-                node.pop(leaf)
-        return
-    value = o.value()
-    if o.is_add() or o.is_force_add():
-        with open_dict(cfg):
-            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
-    else:
-        OmegaConf.update(cfg, key, value, merge=True)
+def _delete(cfg: DictConfig, key: str) -> None:
+    """``~key`` on ``cfg``, as Hydra applies it."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    with open_dict(cfg):
+        if node is not None and leaf in node:
+            node.pop(leaf)
