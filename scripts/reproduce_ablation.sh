@@ -11,7 +11,7 @@
 #   scripts/reproduce_ablation.sh fair     [overrides]   # the fair study at GPU scale: full width, 10 fresh seeds, one GPU
 #
 # Overrides go to every job, e.g. a local copy of CIFAR-10:
-#   scripts/reproduce_ablation.sh quick data.source=folder data.root=~/.cache/cifar10/cifar10-jpeg
+#   scripts/reproduce_ablation.sh quick data.source=folder data.root=$HOME/.cache/cifar10/cifar10-jpeg
 # The report is written even when some jobs failed (they are listed in it); the exit code is then non-zero.
 #
 # The fair studies run four steps into one study directory (STUDY_DIR, default outputs/study/<mode>):
