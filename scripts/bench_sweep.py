@@ -82,8 +82,8 @@ def main() -> None:
     import torch
 
     from downsample_lab import __version__
-    from downsample_lab.machine import hardware, versions
-    from downsample_lab.resolvers import cpu_count
+    from downsample_lab.bench.machine import hardware, versions
+    from downsample_lab.run.sweep import cpu_count
 
     git = ["git", "rev-parse", "--short", "HEAD"]
     commit = subprocess.run(git, capture_output=True, text=True).stdout.strip()

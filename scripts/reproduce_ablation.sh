@@ -17,7 +17,7 @@
 # The fair studies run four steps into one study directory (STUDY_DIR, default outputs/study/<mode>):
 #   tune/            the tuning sweep (experiment=<mode>_tune): every arm, the same lr grid and seed, validation
 #                    split only
-#   selection        python -m downsample_lab.selection: per arm, the setting with the best mean validation
+#   selection        python -m downsample_lab.report.selection: per arm, the setting with the best mean validation
 #                    accuracy of the final weights; writes selection.md and final_commands.txt
 #   final/<arm>/     each arm's winning setting on fresh seeds (experiment=<mode>, all 50,000 training images)
 #   report           selection.md with the final test accuracies, and report.md (Δ vs maxpool with 95% CI,
@@ -97,10 +97,10 @@ if ! step tune sweep "$study/tune" "experiment=${experiment}_tune" "$@"; then
     "selection: fix the cause, then run the same command again to continue" >&2
   exit 1
 fi
-step select "$python" -m downsample_lab.selection "$study/tune" --out "$study" --seeds "$seeds" \
+step select "$python" -m downsample_lab.report.selection "$study/tune" --out "$study" --seeds "$seeds" \
   --sweep-dir "$study/final" --command "python -m downsample_lab.train -m experiment=${experiment} $*" || exit $?
 step final finals || status=1
-step report_selection "$python" -m downsample_lab.selection "$study/tune" --final "$study/final" --out "$study" \
+step report_selection "$python" -m downsample_lab.report.selection "$study/tune" --final "$study/final" --out "$study" \
   --seeds "$seeds" --command "python -m downsample_lab.train -m experiment=${experiment} $*" || status=1
 step report "$python" -m downsample_lab.report "$study/final" --out "$study" || status=1
 "$python" - "$study" "$mode" "$*" <<'PY'

@@ -17,8 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.io import write_jpeg, write_png
 
-from downsample_lab.config import DataConfig, ModelConfig, config_dir, validate
+from downsample_lab.config import config_dir, validate
 from downsample_lab.data import CIFAR10_CLASSES
+from downsample_lab.data.config import DataConfig
+from downsample_lab.models.config import ModelConfig
+from downsample_lab.run import resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -43,6 +46,7 @@ def compose_config(
     name: str = "train", overrides: list[str] | None = None, run_dir: Path | None = None
 ) -> DictConfig:
     """Compose the real config ``name`` with ``overrides``, and make it the current Hydra job (output = run_dir)."""
+    resolvers.register()  # as every entry point does before Hydra composes
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(name, overrides=overrides or [], return_hydra_config=True)

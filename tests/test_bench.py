@@ -16,13 +16,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import compat
-from downsample_lab.bench import BENCH_PRECISIONS, build_classifier, validate_bench
-from downsample_lab.config import Schedule
+from downsample_lab.bench.lightning import Plan, run_lightning
+from downsample_lab.bench.main import BENCH_PRECISIONS, validate_bench
+from downsample_lab.bench.rawloop import RawLoop, precision_plugin
+from downsample_lab.bench.strategy import build_classifier
 from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.data.sources import Split
 from downsample_lab.errors import ConfigError
-from downsample_lab.interleave import Plan, run_lightning
-from downsample_lab.rawloop import RawLoop, precision_plugin
+from downsample_lab.optim.config import Schedule
 
 from .conftest import compose_config, run_cli
 

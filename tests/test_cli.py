@@ -10,10 +10,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict, read_write
 
-from downsample_lab import cli
-from downsample_lab.config import EvalConfig, ShapesConfig, TrainConfig, check_accelerator, validate
-from downsample_lab.entry import run_task
+from downsample_lab.config import EvalConfig, ShapesConfig, TrainConfig, validate
+from downsample_lab.device import check_accelerator
 from downsample_lab.errors import ConfigError
+from downsample_lab.run import argv as cli
+from downsample_lab.run.job import run_task
 
 from .conftest import compose_config, run_cli
 
@@ -261,7 +262,7 @@ def test_die_with_parent_does_nothing_outside_a_ddp_worker(monkeypatch):
 
 
 def test_records_subdir_is_kept_for_a_resumed_run(tmp_path):
-    from downsample_lab.resolvers import records_subdir
+    from downsample_lab.run.resolvers import records_subdir
 
     assert records_subdir(str(tmp_path), True) == ".hydra"  # nothing to keep yet
     (tmp_path / ".hydra").mkdir()

@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.compat.proto.summary_pb2 import Summary
 
 from downsample_lab import compat
-from downsample_lab.trainer import _LAUNCHER_ENV
+from downsample_lab.run.ddp import _LAUNCHER_ENV
 
 
 def test_lightnings_ddp_launcher_starts_a_hydra_jobs_processes_with_our_command(monkeypatch):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from downsample_lab.config import EvalConfig, ModelConfig, OptimConfig, plain, typed, validate
+from downsample_lab.config import EvalConfig, plain, typed, validate
 from downsample_lab.errors import ConfigError
+from downsample_lab.models.config import ModelConfig
+from downsample_lab.optim.config import OptimConfig
 
 from .conftest import compose_config, run_cli
 

@@ -14,10 +14,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from downsample_lab import resolvers
 from downsample_lab.config import validate
-from downsample_lab.models import ALLCNN_VARIANTS, DOWNSAMPLE_NAMES, AllCNNC, build_model, effective_widths
+from downsample_lab.models.allcnn import AllCNNC
+from downsample_lab.models.factory import build_model, effective_widths
+from downsample_lab.models.names import ALLCNN_VARIANTS, DOWNSAMPLE_NAMES
 from downsample_lab.models.summary import count_params, layer_table
+from downsample_lab.run import sweep
 
 from .conftest import REPO, TINY, compose_config, model_config
 
@@ -232,11 +234,11 @@ def test_a_sweep_narrowed_on_the_command_line_plans_hydras_jobs():
     task = ["experiment=ablation_fast_tune", "model.downsample=maxpool,conv", "optim.lr=5.75,11.5",
             "optim.weight_decay=0.0153", "seed=100,101"]  # fmt: skip
     hydra_cfg = OmegaConf.create({"overrides": {"task": task}, "sweeper": {"params": dict(params)}})
-    assert resolvers.planned_jobs(hydra_cfg) == 8
-    assert [o.key_or_group for o in resolvers.sweep_overrides(hydra_cfg)] == [
+    assert sweep.planned_jobs(hydra_cfg) == 8
+    assert [o.key_or_group for o in sweep.sweep_overrides(hydra_cfg)] == [
         "model.downsample",
         "optim.lr",
         "seed",
     ]
     hydra_cfg.overrides.task = ["experiment=ablation_fast_tune"]
-    assert resolvers.planned_jobs(hydra_cfg) == 9 * 3 * 3 * 2
+    assert sweep.planned_jobs(hydra_cfg) == 9 * 3 * 3 * 2

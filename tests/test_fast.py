@@ -16,16 +16,17 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from downsample_lab.callbacks import Lookahead
-from downsample_lab.classifier import Classifier
 from downsample_lab.config import ShapesConfig, validate
 from downsample_lab.data import CIFAR10DataModule, load_split
 from downsample_lab.data.augment import normalize, random_crop_flip
+from downsample_lab.engine.classifier import Classifier
+from downsample_lab.engine.testtime import tta_logits
 from downsample_lab.errors import ConfigError
-from downsample_lab.models import DOWNSAMPLE_NAMES, FastNet
-from downsample_lab.shapes import format_shapes
+from downsample_lab.models.fast import FastNet
+from downsample_lab.models.names import DOWNSAMPLE_NAMES
+from downsample_lab.models.summary import format_shapes
+from downsample_lab.optim.lookahead import Lookahead
 from downsample_lab.train import train, uses_best_checkpoint
-from downsample_lab.tta import tta_logits
 
 from .conftest import compose_config, data_config
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from downsample_lab.callbacks import NonFiniteLossError
-from downsample_lab.classifier import Classifier
+from downsample_lab.engine.callbacks import NonFiniteLossError
+from downsample_lab.engine.classifier import Classifier
 from downsample_lab.train import train
 
 from .conftest import TINY, compose_config, run_cli

@@ -10,7 +10,7 @@ import pytest
 
 from downsample_lab.config import ShapesConfig, validate
 from downsample_lab.models import DOWNSAMPLE_NAMES
-from downsample_lab.shapes import BIAS_NOTE, format_shapes
+from downsample_lab.models.summary import BIAS_NOTE, format_shapes
 
 from .conftest import REPO, compose_config, run_cli
 

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from downsample_lab.models import DOWNSAMPLE_NAMES, DownsampleCNN, FastNet, create_downsample
-from downsample_lab.models.downsample import conv_stride
-from downsample_lab.models.summary import conv_param_formula, forward_flops, layer_table
-from downsample_lab.shapes import format_shapes
+from downsample_lab.models.cnn import DownsampleCNN
+from downsample_lab.models.downsample import conv_stride, create_downsample
+from downsample_lab.models.fast import FastNet
+from downsample_lab.models.names import DOWNSAMPLE_NAMES
+from downsample_lab.models.summary import conv_param_formula, format_shapes, forward_flops, layer_table
 
 from .conftest import compose_config
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from downsample_lab.config import Schedule, validate
-from downsample_lab.optim import build_optimizer
+from downsample_lab.config import validate
+from downsample_lab.optim.build import build_optimizer
+from downsample_lab.optim.config import Schedule
 
 from .conftest import compose_config
 

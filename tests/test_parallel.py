@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from downsample_lab import config, entry, resolvers
-from downsample_lab.entry import sweep_summary
 from downsample_lab.errors import ConfigError
-from downsample_lab.jobtime import FIXED, PHASES
+from downsample_lab.run import summary
+from downsample_lab.run import sweep as sweeps
+from downsample_lab.run.summary import sweep_summary
+from downsample_lab.run.times import FIXED, PHASES
 
 from .conftest import REPO, TINY
 
@@ -114,7 +115,7 @@ def test_a_parallel_sweep_records_where_each_jobs_time_went_and_matches_one_at_a
     assert "its 2 timed jobs took" in line and all(p.replace("_", " ") in line for p in FIXED)
 
     # The same jobs one at a time, with the torch threads a parallel job gets: the same metrics, to the bit.
-    threads = str(max(1, resolvers.cpu_count() // 2))
+    threads = str(max(1, sweeps.cpu_count() // 2))
     one_by_one = [a for a in _sweep(tmp_path / "sequential", cache, 1, "0,1") if a not in PARALLEL]
     env = {**os.environ, "OMP_NUM_THREADS": threads}
     result = subprocess.run(one_by_one, cwd=REPO, text=True, capture_output=True, timeout=600, env=env)
@@ -145,7 +146,7 @@ def test_the_summary_counts_interrupted_failed_and_never_run_jobs_apart(tmp_path
         job = tmp_path / f"{n}_seed-{n}"
         job.mkdir()
         (job / "status.json").write_text(json.dumps({"status": state, "error": error}))
-    entry.mark_stopped(tmp_path)  # at the sweep's end a job still marked running was stopped with it
+    summary.mark_stopped(tmp_path)  # at the sweep's end a job still marked running was stopped with it
     text, ok = sweep_summary(tmp_path, planned=6)
     assert not ok
     assert (
@@ -155,21 +156,20 @@ def test_the_summary_counts_interrupted_failed_and_never_run_jobs_apart(tmp_path
     assert "interrupted: the sweep stopped while it ran" in text and "RuntimeError: boom" in text
 
 
-def _launcher(n_jobs: int, target: str = resolvers.PARALLEL_LAUNCHER):
+def _launcher(n_jobs: int, target: str = sweeps.PARALLEL_LAUNCHER):
     return OmegaConf.create({"_target_": target, "n_jobs": n_jobs})
 
 
 def test_concurrent_jobs_reads_the_parallel_launcher_only(monkeypatch):
-    monkeypatch.setattr(resolvers, "cpu_count", lambda: 8)
-    assert resolvers._parallel_jobs(_launcher(3)) == 3
-    assert resolvers._parallel_jobs(_launcher(-1)) == 8  # joblib's "one per core"
+    monkeypatch.setattr(sweeps, "cpu_count", lambda: 8)
+    assert sweeps._parallel_jobs(_launcher(3)) == 3
+    assert sweeps._parallel_jobs(_launcher(-1)) == 8  # joblib's "one per core"
     assert (
-        resolvers._parallel_jobs(_launcher(4, "hydra._internal.core_plugins.basic_launcher.BasicLauncher"))
-        == 1
+        sweeps._parallel_jobs(_launcher(4, "hydra._internal.core_plugins.basic_launcher.BasicLauncher")) == 1
     )
     hydra_cfg = OmegaConf.create({"launcher": _launcher(3)})
-    assert resolvers.launcher_overrides(hydra_cfg) == ["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"]
-    assert resolvers.launcher_overrides(OmegaConf.create({"launcher": {"_target_": "x.BasicLauncher"}})) == []
+    assert sweeps.launcher_overrides(hydra_cfg) == ["hydra/launcher=parallel", "hydra.launcher.n_jobs=3"]
+    assert sweeps.launcher_overrides(OmegaConf.create({"launcher": {"_target_": "x.BasicLauncher"}})) == []
 
 
 @pytest.mark.parametrize(
@@ -185,21 +185,21 @@ def test_concurrent_jobs_reads_the_parallel_launcher_only(monkeypatch):
 )
 def test_ddp_inside_a_job_of_a_parallel_sweep_is_refused_in_one_sentence(trainer, refused, monkeypatch):
     t = OmegaConf.create(trainer)
-    monkeypatch.setattr(resolvers, "concurrent_jobs", lambda: 1)
-    config.check_launcher(t)  # one job at a time: DDP is fine
-    monkeypatch.setattr(resolvers, "concurrent_jobs", lambda: 2)
+    monkeypatch.setattr(sweeps, "concurrent_jobs", lambda: 1)
+    sweeps.check_launcher(t)  # one job at a time: DDP is fine
+    monkeypatch.setattr(sweeps, "concurrent_jobs", lambda: 2)
     if not refused:
-        config.check_launcher(t)
+        sweeps.check_launcher(t)
         return
     with pytest.raises(ConfigError, match="hydra/launcher=parallel") as err:
-        config.check_launcher(t)
+        sweeps.check_launcher(t)
     assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "two", "1.5"])
 def test_a_number_of_jobs_that_is_none_is_refused_before_anything_runs(value):
-    from downsample_lab.cli import prepare_argv
     from downsample_lab.config import TrainConfig
+    from downsample_lab.run.argv import prepare_argv
 
     argv = ["train", "-m", "hydra/launcher=parallel", f"hydra.launcher.n_jobs={value}", "seed=0,1"]
     with pytest.raises(ConfigError, match=f"hydra.launcher.n_jobs={value} is not a number of jobs"):

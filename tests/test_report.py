@@ -23,8 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from downsample_lab import report
-from downsample_lab.runs import flatten_text
-from downsample_lab.trainer import HPARAM_METRICS
+from downsample_lab.engine.hparams import HPARAM_METRICS
+from downsample_lab.study import flatten_text
 
 from .conftest import TINY, compose_config, run_cli
 

@@ -1,17 +1,18 @@
-"""downsample_lab.runs: the run-directory bookkeeping that entry, train and report share."""
+"""downsample_lab.run.status: the run-directory bookkeeping that entry, train and report share."""
 
 import json
 import subprocess
 import sys
 
-from downsample_lab import runs
+from downsample_lab import study
+from downsample_lab.run import status as runs
 
 
 def test_report_and_runs_import_without_torch():
     # The report is a quick command on a laptop: it must not pay torch's and Lightning's import time.
     # Every module of the report package, so that a new one is checked too (__main__ would run the command).
     code = (
-        "import importlib, pkgutil, sys, downsample_lab.report, downsample_lab.runs, downsample_lab.selection\n"
+        "import importlib, pkgutil, sys, downsample_lab.report, downsample_lab.run.status, downsample_lab.report.selection\n"
         "names = [m.name for m in pkgutil.iter_modules(downsample_lab.report.__path__) if m.name != '__main__']\n"
         "assert {'read', 'stats', 'render', 'plots', 'document', 'build'} <= set(names), names\n"
         "for name in names: importlib.import_module(f'downsample_lab.report.{name}')\n"
@@ -22,8 +23,8 @@ def test_report_and_runs_import_without_torch():
 
 def test_flatten_keeps_values_and_flatten_text_writes_lists_as_the_config_does():
     cfg = {"seed": 1, "model": {"widths": [8, 16], "kernel": None, "bn": True}}
-    assert runs.flatten(cfg) == {"seed": 1, "model.widths": [8, 16], "model.kernel": None, "model.bn": True}
-    assert runs.flatten_text(cfg) == {
+    assert study.flatten(cfg) == {"seed": 1, "model.widths": [8, 16], "model.kernel": None, "model.bn": True}
+    assert study.flatten_text(cfg) == {
         "seed": 1,
         "model.widths": "[8, 16]",
         "model.kernel": "null",
@@ -49,5 +50,5 @@ def test_bookkeeping_keys_are_config_keys():
 
     from downsample_lab.config import TrainConfig
 
-    keys = runs.flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))
-    assert keys.keys() >= runs.BOOKKEEPING_KEYS, runs.BOOKKEEPING_KEYS - keys.keys()
+    keys = study.flatten(OmegaConf.to_container(OmegaConf.structured(TrainConfig)))
+    assert keys.keys() >= study.BOOKKEEPING_KEYS, study.BOOKKEEPING_KEYS - keys.keys()

@@ -1,4 +1,4 @@
-"""Per-arm selection (``python -m downsample_lab.selection``) on a tiny tuning sweep and a tiny final sweep.
+"""Per-arm selection (``python -m downsample_lab.report.selection``) on a tiny tuning sweep and a tiny final sweep.
 
 The run directories are written as train.py writes them (see test_report.write_run). In the tuning sweep the
 test accuracies point the other way from the validation accuracies, so a selection that peeked at the test set
@@ -14,8 +14,7 @@ import pytest
 from scipy import stats
 from torch.utils.tensorboard import SummaryWriter
 
-from downsample_lab import selection
-from downsample_lab.report import read
+from downsample_lab.report import read, selection
 
 from .conftest import run_cli
 from .test_report import base_cfg, make_cfg, write_run  # noqa: F401  (base_cfg is a fixture)
@@ -99,16 +98,16 @@ def test_each_arm_gets_its_best_validation_setting_and_fresh_seed_test_accuracy(
 
 def test_cli_prints_the_final_commands_then_reports(sweeps, tmp_path):
     tune, final = sweeps
-    first = run_cli("selection", str(tune), "--out", str(tmp_path / "a"))
+    first = run_cli("report.selection", str(tune), "--out", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr[-2000:]
     assert "experiment=ablation_fast model.downsample=maxpool optim.lr=0.2" in first.stdout
-    second = run_cli("selection", str(tune), "--final", str(final), "--out", str(tmp_path / "b"))
+    second = run_cli("report.selection", str(tune), "--final", str(final), "--out", str(tmp_path / "b"))
     assert second.returncode == 0, second.stderr[-2000:]
     assert (tmp_path / "b" / "selection.md").is_file() and "test acc TTA %" in second.stdout
 
 
 def test_a_directory_without_runs_is_one_clear_error(tmp_path):
-    result = run_cli("selection", str(tmp_path))
+    result = run_cli("report.selection", str(tmp_path))
     assert result.returncode == 2 and "no completed training runs below" in result.stderr
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-import downsample_lab.train as train_module
+import downsample_lab.engine.trainer as trainer_module
 from downsample_lab.train import train
 
 from .conftest import TINY, compose_config
@@ -114,12 +114,12 @@ def counted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     def run(*overrides: str) -> CountWindow:
         # steps 0-based: Lightning logs after steps 9, 19, 29; steps 11..18 lie strictly between two of them
         window = CountWindow(first=LOG_EVERY + 1, last=2 * LOG_EVERY - 2)
-        build = train_module.build_trainer
+        build = trainer_module.build_trainer
 
         def build_with_window(*args: Any, callbacks: list[L.Callback], **kwargs: Any) -> L.Trainer:
             return build(*args, callbacks=[window, *callbacks], **kwargs)
 
-        monkeypatch.setattr(train_module, "build_trainer", build_with_window)
+        monkeypatch.setattr(trainer_module, "build_trainer", build_with_window)
         cfg = compose_config(
             "train",
             [
@@ -153,7 +153,7 @@ def test_training_and_evaluation_steps_make_no_syncing_call(counted_run, precisi
 
 def test_the_counter_sees_a_syncing_call_in_the_training_step(counted_run, monkeypatch):
     # The test above can fail: a training step that reads its loss on the host is caught.
-    from downsample_lab.classifier import Classifier
+    from downsample_lab.engine.classifier import Classifier
 
     step = Classifier.training_step
 
@@ -183,9 +183,9 @@ def test_cuda_training_steps_do_not_synchronize(tmp_path, monkeypatch):
             if trainer.global_step == 2 * LOG_EVERY - 1:
                 torch.cuda.set_sync_debug_mode("default")
 
-    build = train_module.build_trainer
+    build = trainer_module.build_trainer
     monkeypatch.setattr(
-        train_module,
+        trainer_module,
         "build_trainer",
         lambda *a, callbacks, **k: build(*a, callbacks=[ErrorOnSync(), *callbacks], **k),
     )

@@ -24,10 +24,7 @@ from omegaconf import OmegaConf, read_write
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 from downsample_lab.config import TrainConfig, validate
-from downsample_lab.entry import sweep_summary
-from downsample_lab.resolvers import job_dirname, planned_jobs, short_dirname
-from downsample_lab.train import run_name
-from downsample_lab.trainer import (
+from downsample_lab.engine.hparams import (
     _schema_kinds,
     hparam_metrics,
     hparam_values,
@@ -35,6 +32,9 @@ from downsample_lab.trainer import (
     swept_keys,
     trial_name,
 )
+from downsample_lab.run.summary import sweep_summary
+from downsample_lab.run.sweep import job_dirname, planned_jobs, short_dirname, swept_overrides
+from downsample_lab.train import run_name
 
 from .conftest import TINY, compose_config, run_cli
 
@@ -102,10 +102,10 @@ def test_swept_keys_are_read_from_the_sweeps_multirun_yaml(tmp_path):
         HydraConfig.get().mode = RunMode.MULTIRUN
         HydraConfig.get().sweep.dir = str(tmp_path)
     # a swept group counts as its name key; constants (trainer.max_epochs) do not differ
-    assert swept_keys(kinds) == {"model.kernel_size", "optim.name", "seed"}
+    assert swept_keys(swept_overrides(), kinds) == {"model.kernel_size", "optim.name", "seed"}
     with read_write(HydraConfig.get()):
         HydraConfig.get().mode = RunMode.RUN
-    assert swept_keys(kinds) == set()
+    assert swept_overrides() == [] and swept_keys(swept_overrides(), kinds) == set()
 
 
 def test_trial_name_starts_with_what_tells_runs_apart():

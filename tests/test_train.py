@@ -173,8 +173,8 @@ def test_real_cifar10_one_short_epoch_beats_chance(cifar10_jpeg, tmp_path):
 
 
 def test_a_checkpoint_with_the_old_torchmetrics_training_accuracy_loads_with_its_counts():
-    from downsample_lab.classifier import Classifier, upgrade_state_dict
     from downsample_lab.config import validate
+    from downsample_lab.engine.classifier import Classifier, upgrade_state_dict
 
     from .conftest import compose_config
 
@@ -194,8 +194,8 @@ def test_a_logging_interval_longer_than_an_epoch_is_said_once_in_our_words(caplo
     import warnings
     from types import SimpleNamespace
 
-    from downsample_lab.callbacks import EpochSummary
     from downsample_lab.console import quiet_libraries
+    from downsample_lab.engine.callbacks import EpochSummary
 
     trainer = SimpleNamespace(num_training_batches=9, log_every_n_steps=50, is_global_zero=True)
     with caplog.at_level("INFO", logger="downsample_lab"):

@@ -4,9 +4,9 @@ Lightning logs, at INFO, tips for its cloud products (litlogger, litmodels), "GP
 lines, a model summary whose FLOPs column reads 0 (it counts only when the model defines an example input)
 and, with bf16, a warning that the summary cannot size bf16 weights. The training log's own "Model: ..." line
 has the parameters and FLOPs (``torch.utils.flop_counter``), so Lightning's summary is off
-(``enable_model_summary=False`` in :func:`downsample_lab.trainer.build_trainer`), its INFO messages are dropped
+(``enable_model_summary=False`` in :func:`downsample_lab.engine.trainer.build_trainer`), its INFO messages are dropped
 and its warnings kept; a deprecation warning that Lightning itself triggers inside ``torch.utils._pytree`` is
-dropped too. The progress bar is :class:`downsample_lab.callbacks.ProgressBar`.
+dropped too. The progress bar is :class:`downsample_lab.engine.callbacks.ProgressBar`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import warnings
 
 # Warnings about Lightning's own code, not ours: nothing a user can act on; or said in the project's words
-# (the logging interval longer than an epoch: downsample_lab.callbacks.EpochSummary).
+# (the logging interval longer than an epoch: downsample_lab.engine.callbacks.EpochSummary).
 _LIBRARY_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r"The number of training batches \(\d+\) is smaller than the logging interval",

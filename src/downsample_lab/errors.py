@@ -32,3 +32,16 @@ def exit_with_error(err: UserError) -> NoReturn:
     """One line on stderr, exit code 2: how a user's mistake ends a command."""
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
+
+
+def shown(value: object) -> str:
+    """``value`` as a message quotes it: a choice by its name (``'conv'``), anything else by its repr."""
+    from enum import Enum
+
+    return repr(str(value) if isinstance(value, Enum) else value)
+
+
+def check_value(ok: bool, key: str, value: object, valid: str) -> None:
+    """A value rule: raise ConfigError ``<key>=<value> is not valid; <valid>`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key}={shown(value)} is not valid; {valid}")

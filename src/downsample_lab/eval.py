@@ -9,28 +9,37 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from downsample_lab import cli
-from downsample_lab.classifier import Classifier, upgrade_state_dict
-from downsample_lab.config import DataConfig, EvalConfig, config_dir, validate
-from downsample_lab.data import CIFAR10DataModule
-from downsample_lab.entry import run_dir, run_task
+from downsample_lab.config import EvalConfig, config_dir, validate
+from downsample_lab.console import quiet_libraries
+from downsample_lab.data.config import DataConfig
 from downsample_lab.errors import UserError
-from downsample_lab.trainer import build_trainer, distributed_job, tensorboard_logger
+from downsample_lab.run import argv, resolvers
+from downsample_lab.run.ddp import distributed_job, use_hydra_job_command
+from downsample_lab.run.job import run_dir, run_task
+from downsample_lab.run.sweep import concurrent_jobs
+
+if TYPE_CHECKING:
+    from downsample_lab.engine.classifier import Classifier
 
 log = logging.getLogger(__name__)
+
+# The YAML configs call these resolvers: registered where the entry point is loaded (see downsample_lab.train).
+resolvers.register()
 
 
 def load_checkpoint(ckpt_path: str | Path) -> tuple[Classifier, dict[str, Any] | None]:
     """The :class:`Classifier` of a training checkpoint and the run config it records (None: an older version),
     read in one ``torch.load``; raises UserError naming the file."""
+    import torch
+
+    from downsample_lab.engine.classifier import Classifier, upgrade_state_dict
+
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path} is not a file; pass a .ckpt from a run's checkpoints/ folder")
@@ -75,6 +84,12 @@ def data_from_checkpoint(cfg: DictConfig, saved: dict[str, Any] | None) -> DictC
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
     cfg = validate(cfg, EvalConfig)
+    import lightning as L  # once the config is valid: --help and a typo answer without it
+
+    from downsample_lab.data import CIFAR10DataModule
+    from downsample_lab.engine.trainer import build_trainer, tensorboard_logger
+
+    quiet_libraries()  # again: importing Lightning just now set its loggers back to INFO
     model, saved = load_checkpoint(cfg.ckpt_path)
     cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)  # the data keys the checkpoint's run had
     model.max_shift, model.shift_images = cfg.eval.max_shift, cfg.eval.shift_images
@@ -83,7 +98,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = CIFAR10DataModule(data, channels_last=model.model_cfg.channels_last, seed=cfg.seed)
     out = run_dir()
     logger = tensorboard_logger(out, f"eval,{Path(cfg.ckpt_path).stem}")
-    trainer = build_trainer(cfg.trainer, run_dir=out, callbacks=[], logger=logger)
+    use_hydra_job_command()  # DDP workers re-run this job, not the command line's whole sweep
+    trainer = build_trainer(
+        cfg.trainer, run_dir=out, callbacks=[], logger=logger, progress_bar=concurrent_jobs() == 1
+    )
     metrics = {k: float(v) for k, v in trainer.test(model, datamodule=datamodule)[0].items()}
     log.info("Tested %s: %s", cfg.ckpt_path, ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
     return metrics
@@ -97,7 +115,7 @@ def _main(cfg: DictConfig) -> float | None:
 
 def main() -> float | None:
     """Console-script and ``python -m`` entry point."""
-    return cli.run(_main, "eval", EvalConfig)
+    return argv.run(_main, "eval", EvalConfig)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """CIFAR-10 as in-memory uint8 tensors: sources, on-disk cache, batch iteration and batched augmentation.
 
-The names below are light; the data module (Lightning, torchvision) is imported when first used, so that the
-config schema and ``shapes`` can read ``SOURCES`` without importing Lightning.
+- :mod:`.config`: the ``data`` config group's schema and value rules, torch-free;
+- :mod:`.sources`: the three sources (torchvision's download, a folder of images, generated images) and the
+  on-disk cache; :mod:`.cifar10`: the DataModule and the batches; :mod:`.augment`: batched crop, flip and
+  normalisation.
+
+The data module (Lightning, torchvision) is imported when first used, so that the names here stay light.
 """
 
 from typing import Any
 
-CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
-SOURCES = ("torchvision", "folder", "synthetic")
+from downsample_lab.data.config import CIFAR10_CLASSES, SOURCES
 
 __all__ = ["CIFAR10_CLASSES", "SOURCES", "CIFAR10DataModule", "load_split"]
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from downsample_lab.config import DataConfig
+    from downsample_lab.data.config import DataConfig
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -82,26 +82,3 @@ def normalize(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor
     mean, inv_std = _mean_and_inv_std(images.device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return ((images.float() - mean) * inv_std).contiguous(memory_format=fmt)
-
-
-def random_circular_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift every image of ``(N, C, H, W)`` circularly by its own random (dy, dx) in ``[-max_shift, max_shift]``.
-
-    Circular, so no content is lost or invented at the borders: a model that is shift-invariant by
-    construction gives exactly the same output for every shift.
-    """
-    n, _, h, w = images.shape
-    device = images.device
-    dy = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=generator, device=device)
-    dx = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=generator, device=device)
-    rows = (torch.arange(h, device=device) - dy) % h
-    cols = (torch.arange(w, device=device) - dx) % w
-    batch_idx = torch.arange(n, device=device)[:, None, None]
-    shifted = images[batch_idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    return shifted.contiguous(
-        memory_format=torch.channels_last if _is_channels_last(images) else torch.contiguous_format
-    )
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

@@ -15,7 +15,7 @@ from downsample_lab.data.sources import SPLITS, Split, load_split
 from downsample_lab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from downsample_lab.config import DataConfig
+    from downsample_lab.data.config import DataConfig
 
 
 # ---------------------------------------------------------------------------------------------------------------

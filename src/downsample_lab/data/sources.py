@@ -30,7 +30,7 @@ from torchvision.datasets.folder import make_dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from tqdm.auto import tqdm
 
-from downsample_lab.data import CIFAR10_CLASSES
+from downsample_lab.data.config import CIFAR10_CLASSES
 from downsample_lab.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ALLCNN_VARIANTS = ("model_c", "strided_cnn_c", "convpool_cnn_c", "all_cnn_c")
+from downsample_lab.models.names import ALLCNN_VARIANTS
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int, padding: int, batch_norm: bool) -> list[nn.Module]:

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-PADDING_MODES = ("zeros", "circular", "reflect")
-"""Valid values of ``model.padding_mode``: what every conv brings in at the border (``nn.Conv2d``'s modes)."""
+from downsample_lab.models.names import DOWNSAMPLE_NAMES
 
 
 def conv_bn_relu(
@@ -74,34 +73,28 @@ class AdaptivePolyphase2d(nn.Module):
 
 
 def _maxpool(channels: int, padding_mode: str) -> nn.Module:
-    """MaxPool2d(2, stride 2): no parameters"""
     return nn.MaxPool2d(kernel_size=2, stride=2)
 
 
 def _avgpool(channels: int, padding_mode: str) -> nn.Module:
-    """AvgPool2d(2, stride 2): no parameters"""
     return nn.AvgPool2d(kernel_size=2, stride=2)
 
 
 def _maxavg(channels: int, padding_mode: str) -> nn.Module:
-    """(MaxPool2d(2) + AvgPool2d(2)) / 2, stride 2 (Mishkin et al. 2017): no parameters"""
     return MaxAvgPool2d()
 
 
 def _conv(channels: int, padding_mode: str) -> nn.Module:
-    """Conv2d(C, C, 2, stride 2) → BatchNorm → ReLU: an added layer, 4·C·C + 2·C parameters"""
     # The learned counterpart of max-pooling: same 2x2 window, same stride.
     return conv_bn_relu(channels, channels, kernel_size=2, stride=2, padding_mode=padding_mode)
 
 
 def _conv3(channels: int, padding_mode: str) -> nn.Module:
-    """Conv2d(C, C, 3, stride 2, padding 1) → BatchNorm → ReLU: an added layer, 9·C·C + 2·C"""
     # As in ResNet's strided 3x3 convs.
     return conv_bn_relu(channels, channels, kernel_size=3, stride=2, padding=1, padding_mode=padding_mode)
 
 
 def _conv_avg(channels: int, padding_mode: str) -> nn.Module:
-    """Conv2d(C, C, 2, stride 2), linear (no BatchNorm, no activation), starts as AvgPool2d(2): 4·C·C"""
     # The clean control for "does learning the 2x2 window help?": at step 0 the network is the avgpool arm.
     # Built with the RNG state restored, so that every other layer of a network gets the same initial weights
     # as in the avgpool arm of the same seed.
@@ -114,7 +107,6 @@ def _conv_avg(channels: int, padding_mode: str) -> nn.Module:
 
 
 def _blurpool(channels: int, padding_mode: str) -> nn.Module:
-    """anti-aliased max-pool (Zhang 2019): MaxPool2d(2, stride 1), 3x3 blur with stride 2 (zero padding only)"""
     from kornia.filters import (
         MaxBlurPool2D,  # here: importing kornia takes a second that other arms need not pay
     )
@@ -123,12 +115,10 @@ def _blurpool(channels: int, padding_mode: str) -> nn.Module:
 
 
 def _aps(channels: int, padding_mode: str) -> nn.Module:
-    """adaptive polyphase sampling (Chaman & Dokmanić 2021): the 2x2 phase of largest norm; no parameters"""
     return AdaptivePolyphase2d()
 
 
 def _stride(channels: int, padding_mode: str) -> nn.Module:
-    """no layer: the conv before the site runs with stride 2, as in ResNet: parameters as maxpool"""
     return nn.Identity()
 
 
@@ -152,16 +142,8 @@ _REGISTRY: dict[str, Strategy] = {
     "maxavg": Strategy(_maxavg),
 }
 
-DOWNSAMPLE_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-"""Valid values of ``model.downsample``."""
-
-ZERO_PADDING_ONLY = ("blurpool",)
-"""Strategies whose layer pads with zeros whatever ``model.padding_mode`` says (kornia's MaxBlurPool2D)."""
-
-
-def describe_strategies() -> dict[str, str]:
-    """What each strategy builds, in a line (its factory's docstring): for ``--help``."""
-    return {name: (s.build.__doc__ or "").strip() for name, s in _REGISTRY.items()}
+if tuple(_REGISTRY) != DOWNSAMPLE_NAMES:  # our bug: a strategy added in one place only
+    raise RuntimeError(f"models/names.py lists {DOWNSAMPLE_NAMES}, the registry {tuple(_REGISTRY)}")
 
 
 def _strategy(name: str) -> Strategy:

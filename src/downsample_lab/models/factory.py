@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from downsample_lab.models.allcnn import ALLCNN_VARIANTS, AllCNNC
+from downsample_lab.models.allcnn import AllCNNC
 from downsample_lab.models.cnn import DownsampleCNN
 from downsample_lab.models.fast import FastNet
+from downsample_lab.models.names import MATCH_REFERENCE
 
-if TYPE_CHECKING:  # config.py imports this module: the schema is a type here, not an import
-    from downsample_lab.config import ModelConfig
+if TYPE_CHECKING:
+    from downsample_lab.models.config import ModelConfig
 
-MODEL_NAMES = ("cnn", "fast", *ALLCNN_VARIANTS)
-"""Valid values of ``model.name``."""
-
-MATCH_REFERENCE = "conv"
-"""With ``model.match_params=true`` every arm is sized to the parameter count of this arm at ``model.widths``."""
 
 MATCH_TOLERANCE = 0.02
 
@@ -39,22 +36,32 @@ def _padding_mode(model_cfg: ModelConfig) -> str:
     return str(model_cfg.padding_mode or "zeros")
 
 
-def _params(model_cfg: ModelConfig, widths: list[int], downsample: str | None = None) -> int:
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        return sum(p.numel() for p in _cnn(model_cfg, widths, downsample).parameters())
-
-
 def effective_widths(model_cfg: ModelConfig) -> list[int]:
     """The stage widths the CNN is built with.
 
     ``model.widths`` as given, unless ``model.match_params`` is true: then all widths are scaled by one common
     factor so that the parameter count lands within 2% of the ``conv`` arm's at ``model.widths`` — the
     pool-based arms (no downsampling weights) are widened, ``conv3`` (9·C·C per downsampling) is narrowed.
+    Computed once per process for a given model (a 30-step bisection over models on the meta device); the
+    validation, the model, its log line and the HParams all ask.
     """
-    widths = list(model_cfg.widths)
-    if not model_cfg.match_params or model_cfg.downsample == MATCH_REFERENCE:
-        return widths
-    target = _params(model_cfg, widths, MATCH_REFERENCE)
+    m = model_cfg
+    if not m.match_params or m.downsample == MATCH_REFERENCE:
+        return list(m.widths)
+    key = (tuple(m.widths), m.blocks, m.kernel_size, str(m.downsample), _padding_mode(m))
+    return list(_matched_widths(*key))
+
+
+@functools.cache
+def _matched_widths(
+    widths: tuple[int, ...], blocks: int, kernel_size: int, downsample: str, padding_mode: str
+) -> tuple[int, ...]:
+    def params(ws: list[int], strategy: str) -> int:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            net = DownsampleCNN(ws, blocks, kernel_size, strategy, dropout=0.0, padding_mode=padding_mode)
+            return sum(p.numel() for p in net.parameters())
+
+    target = params(list(widths), MATCH_REFERENCE)
 
     def scaled(scale: float) -> list[int]:
         return [max(1, round(w * scale)) for w in widths]
@@ -62,14 +69,14 @@ def effective_widths(model_cfg: ModelConfig) -> list[int]:
     lo, hi = 0.2, 5.0
     for _ in range(30):  # bisection on the common scale; the count grows with it
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _params(model_cfg, scaled(mid)) < target else (lo, mid)
-    best = min((scaled(lo), scaled(hi)), key=lambda ws: abs(_params(model_cfg, ws) - target))
-    if abs(_params(model_cfg, best) - target) > MATCH_TOLERANCE * target:
+        lo, hi = (mid, hi) if params(scaled(mid), downsample) < target else (lo, mid)
+    best = min((scaled(lo), scaled(hi)), key=lambda ws: abs(params(ws, downsample) - target))
+    if abs(params(best, downsample) - target) > MATCH_TOLERANCE * target:
         raise ValueError(
-            f"model.match_params cannot bring {model_cfg.downsample} within 2% of {target:,} parameters "
+            f"model.match_params cannot bring {downsample} within 2% of {target:,} parameters "
             f"with widths near {best}; use larger model.widths"
         )
-    return best
+    return tuple(best)
 
 
 def describe_model(model_cfg: ModelConfig) -> str:

@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from downsample_lab.errors import UserError
+from downsample_lab.models.config import ModelConfig
+from downsample_lab.models.factory import build_model, describe_model
 
 
 @dataclass
@@ -92,3 +97,62 @@ def forward_flops(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 32, 32
         model(torch.zeros(input_shape, device=device))
     model.train(was_training)
     return counter.get_total_flops()
+
+
+BIAS_NOTE = (
+    "Convs followed by BatchNorm have no bias (bias=False), so their formula is k·k·C_in·C_out without the\n"
+    "+ C_out of a biased conv: BatchNorm subtracts the batch mean, which would cancel a bias, and adds its own\n"
+    "shift (β, half of its 2·C parameters). A stride-s conv or pool divides H and W by s; a k×k conv with\n"
+    "padding k//2 and stride 1 keeps them."
+)
+
+
+def format_shapes(cfg: DictConfig) -> str:
+    """The table ``shapes`` prints, for a validated config."""
+    m: ModelConfig = OmegaConf.to_object(cfg.model)
+    size = tuple(cfg.input_size)
+    model = build_model(m)
+    try:
+        rows = layer_table(model, size)
+    except (
+        RuntimeError,
+        ValueError,
+    ) as err:  # a pooling or conv output of size 0: the input is too small for the model
+        raise UserError(_too_small(m, size, err)) from None
+    head = f"{describe_model(m)}; input {'x'.join(map(str, size))}"
+    lines = [
+        head,
+        "",
+        f"{'layer':<22} {'type':<17} {'output shape':<18} {'stride':>6} {'pad':>4} {'params':>10}  formula",
+    ]
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape))
+        lines.append(
+            f"{r.name:<22} {r.kind:<17} {shape:<18} {r.stride:>6} {r.padding:>4} {r.params:>10,}  {r.formula}"
+        )
+    flops = forward_flops(model, (1, *size[1:]))
+    lines += [
+        "",
+        f"total parameters: {count_params(model):,}",
+        f"forward FLOPs per image: {flops:,} ({flops / 1e6:.1f} MFLOPs, torch.utils.flop_counter)",
+    ]
+    if any(isinstance(m, nn.Conv2d) and m.bias is None for m in model.modules()):
+        lines += ["", BIAS_NOTE]
+    return "\n".join(lines)
+
+
+def _too_small(m: ModelConfig, size: tuple[int, ...], err: Exception) -> str:
+    # The smallest power-of-two square input that passes, found on the meta device (shapes only, no compute).
+    with torch.device("meta"):
+        model = build_model(m).eval()
+    fits = None
+    for side in (2**i for i in range(1, 13)):
+        try:
+            model(torch.zeros(1, 3, side, side, device="meta"))
+        except (RuntimeError, ValueError):
+            continue
+        fits = side
+        break
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    hint = f"; e.g. input_size=[{size[0]},3,{fits},{fits}] fits" if fits else ""
+    return f"input_size=[{','.join(map(str, size))}] is too small for {describe_model(m)} ({reason}){hint}"

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from downsample_lab.errors import UserError, exit_with_error
-from downsample_lab.report.document import report_markdown
+from downsample_lab.report.document import Report, report_markdown
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import (
     DEGENERATE,
@@ -25,7 +22,6 @@ from downsample_lab.report.read import (
 )
 from downsample_lab.report.render import display_table, plain_table, runs_table, shift_table
 from downsample_lab.report.stats import (
-    Arm,
     arm_keys,
     group_runs,
     run_labels,
@@ -50,28 +46,6 @@ CONSOLE_COLUMNS = (
     "shift consistency %",
     "train images/s",
 )
-
-
-@dataclass
-class Report:
-    """What :func:`build_report` read and wrote: the runs, the arms, the results table and the files."""
-
-    root: Path
-    out: Path
-    runs: list[Run]
-    skipped: list[Run]
-    arms: list[Arm]
-    keys: list[str]
-    labels: dict[Path, str]
-    results: pd.DataFrame
-    table: pd.DataFrame
-    shift: pd.DataFrame  # shift_summary(): the shift-robustness curves per arm, tidy (empty: none logged)
-    shift_table: pd.DataFrame
-
-    @property
-    def path(self) -> Path:
-        """``report.md``."""
-        return self.out / "report.md"
 
 
 def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = False) -> Report:

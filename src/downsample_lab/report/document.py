@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -21,10 +22,29 @@ from downsample_lab.report.read import (
     value_text,
 )
 from downsample_lab.report.render import markdown_table, relative
-from downsample_lab.report.stats import HOLM, IGNORED_KEYS, PAPER_KEY
+from downsample_lab.report.stats import HOLM, IGNORED_KEYS, PAPER_KEY, Arm
 
-if TYPE_CHECKING:
-    from downsample_lab.report.build import Report
+
+@dataclass
+class Report:
+    """What :func:`build_report` read and wrote: the runs, the arms, the results table and the files."""
+
+    root: Path
+    out: Path
+    runs: list[Run]
+    skipped: list[Run]
+    arms: list[Arm]
+    keys: list[str]
+    labels: dict[Path, str]
+    results: pd.DataFrame
+    table: pd.DataFrame
+    shift: pd.DataFrame  # shift_summary(): the shift-robustness curves per arm, tidy (empty: none logged)
+    shift_table: pd.DataFrame
+
+    @property
+    def path(self) -> Path:
+        """``report.md``."""
+        return self.out / "report.md"
 
 
 def report_markdown(rep: Report) -> str:

@@ -1,6 +1,6 @@
 """Reading run directories: find them, load each into a :class:`Run`, and lay the runs out as one tidy table.
 
-A run directory holds ``status.json`` (:mod:`downsample_lab.runs`), ``.hydra/config.yaml`` and the TensorBoard
+A run directory holds ``status.json`` (:mod:`downsample_lab.run.status`), ``.hydra/config.yaml`` and the TensorBoard
 event files under ``tb/``, read with tbparse. Also here: how a hyperparameter value compares
 (:func:`canonical`, as TensorBoard's HParams store it) and prints (:func:`value_text`, as a user writes it).
 Reads files only; imports neither torch nor Lightning.
@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from downsample_lab import runs as run_dirs
+from downsample_lab.run import status as run_dirs
+from downsample_lab.study import flatten
 
 # Scalar tags written by train.py (Classifier, EpochThroughput).
 TEST_ACC = "test/acc"
@@ -157,7 +158,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not file.is_file():
         return {}
     try:
-        return run_dirs.flatten(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
+        return flatten(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
     except Exception:
         return {}
 

@@ -1,5 +1,5 @@
 """Numbers and tables as text: the arm table of ``report.md``, the run table of ``runs.csv``, and the markdown and
-console forms of a table (also used by :mod:`downsample_lab.selection`)."""
+console forms of a table (also used by :mod:`downsample_lab.report.selection`)."""
 
 from __future__ import annotations
 

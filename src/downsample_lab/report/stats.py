@@ -19,18 +19,18 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from downsample_lab import runs as run_dirs
 from downsample_lab.report.read import ABSENT, DASH, Run, canonical, runs_frame, value_text
+from downsample_lab.study import ARM_KEY, BASELINE, BOOKKEEPING_KEYS
 
 HOLM = "holm"  # the multiple-comparison correction: Holm–Bonferroni (statsmodels' multipletests)
 
 # Config keys that never define an arm: the bookkeeping keys (where files live, how a run reports progress, how
 # it was resumed), and `seed`, because seeds are an arm's replicates.
-IGNORED_KEYS = run_dirs.BOOKKEEPING_KEYS | {"seed"}
+IGNORED_KEYS = BOOKKEEPING_KEYS | {"seed"}
 
 # The arm every other arm is tested against: the one with this value of this key (else the first arm).
-BASELINE_KEY = "model.downsample"
-BASELINE_VALUE = "maxpool"
+BASELINE_KEY = ARM_KEY
+BASELINE_VALUE = BASELINE
 
 # CIFAR-10 test error (%) without augmentation, Table 3 of Springenberg et al. 2014, "Striving for Simplicity:
 # The All Convolutional Net"; shown beside an arm whose `model.name` hyperparameter is one of these keys.

@@ -16,26 +16,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import compat
-from downsample_lab.trainer import uses_cuda
 
 # ---------------------------------------------------------------------------------------------------------------
 # The device and its memory
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def bench_device(trainer_cfg: DictConfig) -> torch.device:
-    """The device Lightning trains on for this ``trainer`` group; the raw loop uses the same."""
-    if uses_cuda(trainer_cfg):
-        devices = trainer_cfg.devices
-        return torch.device("cuda", int(devices[0]) if OmegaConf.is_list(devices) else 0)
-    if trainer_cfg.accelerator == "mps" or (
-        trainer_cfg.accelerator == "auto" and torch.backends.mps.is_available()
-    ):
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _can_reset_rss_peak() -> bool:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from downsample_lab.config import OptimConfig
+    from downsample_lab.optim.config import OptimConfig
 
 KILO = 1024  # airbench's unit: lr and weight decay are given per 1024 examples
 TRIANGLE_START = 0.2  # the triangular schedule starts at this fraction of the peak lr

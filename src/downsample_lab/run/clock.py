@@ -1,41 +1,21 @@
-"""Where a training job's wall time goes: its training steps, and the fixed cost around them.
-
-A job of a sweep pays, besides its training steps, for its start-up (config checks, model and FLOP count,
-Trainer, TensorBoard), the data and the whitening stem, Lightning's sanity check, each validation pass, the
-checkpoint writes, the test (with TTA, consistency and the shift curves) and the end of ``fit``. :class:`JobTimes`
-is a Lightning callback and a stopwatch that splits the job's wall time into these phases; ``train`` writes the
-split to ``train.log`` and to ``status.json`` (``times``), and a sweep's closing summary adds them up over its
-jobs.
+"""The stopwatch of a training job (a Lightning callback) that splits its wall time into the phases of
+:mod:`downsample_lab.run.times`.
 
 Clock readings sit at phase boundaries only (epoch starts and ends, the validation loop's ends, ``fit`` and
-``test``), never inside a step, and wait for the device there (:func:`downsample_lab.callbacks.synchronize`),
-so that queued GPU work is counted in the phase that queued it.
+``test``), never inside a step, and wait for the device there (:func:`downsample_lab.device.synchronize`), so
+that queued GPU work is counted in the phase that queued it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins import TorchCheckpointIO
 
-from downsample_lab.callbacks import synchronize
-
-# The phases, in the order a job meets them; "train_steps" is the job's work, the others its fixed cost.
-PHASES = (
-    "start",  # job start to fit(): config checks, resume point, data module, model and FLOPs, Trainer
-    "fit_setup",  # fit() to on_fit_start: data into memory, the model to its device, the whitening stem
-    "sanity_check",  # Lightning's validation batches before the first step
-    "train_steps",  # the training epochs, without their validation and checkpoint writes
-    "validation",  # the validation passes at epoch ends
-    "checkpoints",  # writing checkpoints (best and last)
-    "fit_end",  # the last epoch's end to fit()'s return: logger flush, teardown
-    "test",  # trainer.test: the checkpoint read, test pass, TTA, consistency, shift curves
-    "other",  # what no phase covers: epoch boundaries, status writes
-)
-FIXED = tuple(p for p in PHASES if p != "train_steps")
+from downsample_lab.device import synchronize
+from downsample_lab.run.times import PHASES
 
 
 class TimedCheckpointIO(TorchCheckpointIO):
@@ -126,21 +106,3 @@ class JobTimes(L.Callback):
         s["wall"] = wall
         s["fixed"] = wall - s["train_steps"]
         return {k: round(v, 3) for k, v in s.items()}
-
-
-def describe(seconds: Mapping[str, float]) -> str:
-    """``35.2 s = training steps 11.0 s + fixed 24.2 s (start 1.2, ..., other 0.1)``: one line for the log."""
-    parts = ", ".join(f"{p.replace('_', ' ')} {seconds.get(p, 0.0):.1f}" for p in FIXED)
-    return (
-        f"{seconds['wall']:.1f} s = training steps {seconds['train_steps']:.1f} s + fixed "
-        f"{seconds['fixed']:.1f} s ({parts})"
-    )
-
-
-def add_up(records: list[Mapping[str, float]]) -> dict[str, float]:
-    """The phases summed over the jobs of a sweep (each job's ``status.json`` ``times``)."""
-    total = dict.fromkeys((*PHASES, "wall", "fixed"), 0.0)
-    for record in records:
-        for key in total:
-            total[key] += float(record.get(key, 0.0))
-    return total

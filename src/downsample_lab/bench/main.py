@@ -3,17 +3,18 @@
 For each downsampling strategy of ``bench.strategies``, in one process, this measures training images per second
 of two paths that do the same work per step:
 
-(a) **raw** (``rawloop.RawLoop``): a minimal hand-written PyTorch loop over the in-memory uint8 training
+(a) **raw** (``bench.rawloop.RawLoop``): a minimal hand-written PyTorch loop over the in-memory uint8 training
     tensor: slices of a seeded permutation, batched crop/flip and normalisation, forward and loss in the
     training-step context of the precision plugin Lightning builds for the precision (the same autocast),
     backward, optimiser step and LR-schedule step;
-(b) **lightning** (``interleave.run_lightning``): the project's own training path: a ``lightning.Trainer`` from
-    ``trainer.build_trainer`` with the TensorBoard logger and the ``EpochThroughput`` callback, fitting the
+(b) **lightning** (``bench.lightning.run_lightning``): the project's own training path: a ``lightning.Trainer`` from
+    ``engine.trainer.build_trainer`` with the TensorBoard logger and the callbacks ``train`` fits with
+    (``engine.callbacks.fit_callbacks``, and the recipe's lookahead), fitting the
     ``Classifier`` on the ``CIFAR10DataModule``, with validation, its sanity check and checkpointing off (timing
     excludes evaluation).
 
 Both build the network through ``Classifier`` from the same seed (same weights, ``channels_last`` and
-``compile``), take the optimiser and schedule from ``optim.build_optimizer``, and draw the same batches and
+``compile``), take the optimiser and schedule from ``optim.build.build_optimizer``, and draw the same batches and
 augmentation: for the same config their losses agree step for step (``tests/test_bench.py`` checks it).
 
 Timing. The two paths run interleaved, window by window, so that a machine whose load changes (other jobs on a
@@ -32,13 +33,12 @@ the other path holds; on a CPU the peak resident set size of the whole process (
 ``/proc/self/clear_refs``), which includes the Python runtime, the libraries and the data set (``machine``
 reads these, the hardware and the versions).
 
-This module is the entry point: the config and its checks, both paths of one strategy, the table and the JSON.
+This module is the entry point: the config and its checks, the loop over the strategies, the JSON.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import json
 import logging
 import os
@@ -46,33 +46,21 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from downsample_lab import cli
-from downsample_lab.callbacks import synchronize
-from downsample_lab.classifier import Classifier
-from downsample_lab.config import BenchConfig, Downsample, ModelConfig, config_dir, plain, validate
-from downsample_lab.data import CIFAR10DataModule
-from downsample_lab.data.sources import Split
-from downsample_lab.entry import run_dir, run_task
+from downsample_lab.config import BenchConfig, config_dir, plain, validate
+from downsample_lab.console import quiet_libraries
+from downsample_lab.device import resolve_precision, uses_cuda
 from downsample_lab.errors import ConfigError
-from downsample_lab.interleave import PathResult, Plan, run_lightning
-from downsample_lab.machine import (
-    OtherCpuLoad,
-    bench_device,
-    hardware,
-    memory_kind,
-    peak_memory,
-    reset_peak_memory,
-    versions,
-)
-from downsample_lab.rawloop import RawLoop
-from downsample_lab.trainer import distributed_job, resolve_precision, uses_cuda
+from downsample_lab.run import argv, resolvers
+from downsample_lab.run.ddp import distributed_job
+from downsample_lab.run.job import run_dir, run_task
 
 log = logging.getLogger(__name__)
+
+# The YAML configs call these resolvers: registered where the entry point is loaded (see downsample_lab.train).
+resolvers.register()
 
 # The precisions both paths run the same way: plain float32, or autocast (with a GradScaler for float16).
 BENCH_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
@@ -95,7 +83,7 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
         )
     devices = t.devices
     one = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
-    one = one or (devices == "auto" and not (uses_cuda(t) and torch.cuda.device_count() > 1))
+    one = one or (devices == "auto" and not (uses_cuda(t) and _cuda_device_count() > 1))
     if not one or t.num_nodes != 1:
         raise ConfigError(
             f"trainer.devices={t.devices} trainer.num_nodes={t.num_nodes} is not valid for the bench; it compares "
@@ -115,112 +103,29 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Both paths of one strategy
-# ---------------------------------------------------------------------------------------------------------------
+def _cuda_device_count() -> int:
+    import torch
 
-
-def build_classifier(cfg: DictConfig, downsample: str) -> Classifier:
-    """The project's LightningModule for ``downsample``, seeded: both paths start from the same weights and RNG."""
-    model: ModelConfig = OmegaConf.to_object(cfg.model)
-    model.downsample = Downsample(downsample)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    return Classifier(
-        model, OmegaConf.to_object(cfg.optim), max_shift=0, tta_level=0, batch_size=cfg.data.batch_size
-    )
-
-
-def bench_strategy(
-    cfg: DictConfig, name: str, train: Split, device: torch.device, precision: str, out: Path
-) -> dict[str, Any]:
-    """Both paths for one strategy: the raw loop's warm-up, then the interleaved windows; its record."""
-    b = cfg.bench
-    plan = Plan(b.warmup_steps, b.window_steps, b.windows)
-    gc.collect()  # the previous strategy's trainer and models hold memory through reference cycles
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    clf = build_classifier(cfg, name)
-    raw = RawLoop(clf, train, cfg, device, precision, plan.total_steps)
-    synchronize(device)
-    reset_peak_memory(device)
-    raw.run(plan.warmup_steps)
-    synchronize(device)
-    raw_peak = peak_memory(device)
-    lightning, raw_result = run_lightning(
-        build_classifier(cfg, name), cfg, out, f"bench,downsample={name}", plan, raw
-    )
-    raw_result.peak_memory_bytes = raw_peak
-    return strategy_record({"raw": raw_result, "lightning": lightning}, clf.n_params, clf.flops_per_image)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The table, the JSON
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def strategy_record(runs: dict[str, PathResult], params: int, flops_per_image: int) -> dict[str, Any]:
-    """The JSON record of one strategy: both paths' windows, medians, FLOP/s and memory, and the ratio."""
-    record: dict[str, Any] = {"params": params, "flops_per_image": flops_per_image}
-    for path, r in runs.items():
-        record[path] = {
-            "images_per_sec": r.images_per_sec,
-            "best_images_per_sec": max(r.window_images_per_sec),
-            "window_images_per_sec": r.window_images_per_sec,
-            "flops_per_sec": 3 * flops_per_image * r.images_per_sec,
-            "host_us_per_step": r.host_us_per_step,
-            "window_host_us_per_step": r.window_host_us_per_step,
-            "peak_memory_bytes": r.peak_memory_bytes,
-            "losses": r.losses,
-        }
-    raw, lit = runs["raw"], runs["lightning"]
-    record["ratio"] = lit.images_per_sec / raw.images_per_sec
-    # Load from other processes only ever slows a window down: on a shared machine the fastest windows are the
-    # closest to the paths' own speeds, and their ratio a cross-check of the median's.
-    record["best_ratio"] = max(lit.window_images_per_sec) / max(raw.window_images_per_sec)
-    pairs = zip(lit.window_images_per_sec, raw.window_images_per_sec, strict=True)
-    record["window_ratios"] = [lw / rw for lw, rw in pairs]
-    record["host_ratio"] = raw.host_us_per_step / lit.host_us_per_step  # raw/lightning: 1 = no host overhead
-    return record
-
-
-def format_table(results: dict[str, dict[str, Any]], memory_label: str) -> str:
-    """The printed table: one row per strategy."""
-    head = (
-        f"{'strategy':<9} {'raw img/s':>17} {'lightning img/s':>17} {'ratio':>6} {'best':>6} {'params':>9} "
-        f"{'MFLOP/img':>9} {'raw GFLOP/s':>11} {'L GFLOP/s':>9} {'raw MiB':>7} {'L MiB':>7} {'others':>6} "
-        f"{'raw host µs':>11} {'L host µs':>9}"
-    )
-    lines = [head, "-" * len(head)]
-
-    def rate(p: dict[str, Any]) -> str:
-        w = p["window_images_per_sec"]
-        return f"{p['images_per_sec']:.0f} ({min(w):.0f}-{max(w):.0f})"
-
-    for name, r in results.items():
-        raw, lit = r["raw"], r["lightning"]
-        lines.append(
-            f"{name:<9} {rate(raw):>17} {rate(lit):>17} {r['ratio']:>6.3f} {r['best_ratio']:>6.3f} "
-            f"{r['params']:>9,} {r['flops_per_image'] / 1e6:>9.1f} "
-            f"{raw['flops_per_sec'] / 1e9:>11.1f} {lit['flops_per_sec'] / 1e9:>9.1f} "
-            f"{raw['peak_memory_bytes'] / 2**20:>7.0f} {lit['peak_memory_bytes'] / 2**20:>7.0f} "
-            f"{'-' if r.get('other_cpu_cores') is None else format(r['other_cpu_cores'], '.2f'):>6} "
-            f"{raw['host_us_per_step']:>11,.0f} {lit['host_us_per_step']:>9,.0f}"
-        )
-    lines += [
-        "img/s: median of the windows (min-max); ratio: lightning/raw of the medians; best: of the fastest",
-        "windows; GFLOP/s: 3 x forward FLOPs x median img/s; others: CPU cores other processes kept busy",
-        "meanwhile (near 0 on a quiet machine; more makes the figures noisy); host µs: CPU time of the process",
-        "per step (median of the windows), the host work a GPU run waits on; MiB: " + memory_label,
-    ]
-    return "\n".join(lines)
+    return torch.cuda.device_count()
 
 
 def bench(cfg: DictConfig) -> dict[str, float]:
     """Measure every strategy's raw and Lightning throughput, print the table, write the JSON; return the ratios."""
     cfg = validate_bench(cfg)
+    import torch  # once the config is valid: --help and a typo answer without it
+
+    from downsample_lab.bench.lightning import Plan
+    from downsample_lab.bench.machine import OtherCpuLoad, hardware, memory_kind, versions
+    from downsample_lab.bench.record import format_table
+    from downsample_lab.bench.strategy import bench_strategy
+    from downsample_lab.data import CIFAR10DataModule
+    from downsample_lab.device import training_device
+
+    quiet_libraries()  # again: importing Lightning just now set its loggers back to INFO
+
     out = run_dir()
     b = cfg.bench
-    device = bench_device(cfg.trainer)
+    device = training_device(cfg.trainer)
     if b.threads is not None:
         torch.set_num_threads(b.threads)
     precision, why = resolve_precision(cfg.trainer)
@@ -274,7 +179,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console-script and ``python -m`` entry point."""
-    cli.run(_main, "bench", BenchConfig)
+    argv.run(_main, "bench", BenchConfig)
 
 
 if __name__ == "__main__":

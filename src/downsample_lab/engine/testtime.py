@@ -1,6 +1,9 @@
-"""Shift robustness (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"; Chaman & Dokmanić 2021).
+"""Test-time evaluation: test-time augmentation (TTA), and shift robustness (Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"; Chaman & Dokmanić 2021).
 
-Two measures, both on the plain network (no test-time augmentation):
+- :func:`tta_logits`: airbench94's test-time augmentation, the mean logits of mirrored and 1-pixel-translated
+  views (``test/acc_tta``, ``eval.tta_level``).
+
+Shift robustness: two measures, both on the plain network (no test-time augmentation):
 
 - ``test/consistency``: how often a classifier predicts the same class for two random circular shifts of up
   to ``eval.max_shift`` pixels of the same image (every test image).
@@ -23,7 +26,38 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from downsample_lab.data.augment import random_circular_shift
+from downsample_lab.config.validate import TTA_LEVELS
+
+
+def tta_logits(
+    net: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    level: int,
+    logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits of ``net`` for normalised ``images`` under test-time augmentation ``level``.
+
+    0: the images as they are. 1: the mean over the image and its mirror. 2: half of level 1, plus half of the
+    mean of level 1 over two translations by one pixel, up-left and down-right (reflect padding): six views,
+    weighted as in airbench94. ``logits``: ``net(images)`` when the caller has it already (one forward fewer).
+    """
+    if level not in TTA_LEVELS:
+        raise ValueError(f"unknown TTA level {level}; valid: 0, 1, 2")
+    plain = net(images) if logits is None else logits
+    if level == 0:
+        return plain
+
+    def mirror(x: torch.Tensor, x_logits: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x_logits + 0.5 * net(x.flip(-1))
+
+    mean = mirror(images, plain)
+    if level == 1:
+        return mean
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    views = (padded[:, :, :h, :w], padded[:, :, 2 : h + 2, 2 : w + 2])
+    return 0.5 * mean + 0.5 * torch.stack([mirror(v, net(v)) for v in views]).mean(0)
+
 
 SHIFT_MODES = ("circular", "linear")
 SHIFT_DIRECTIONS = {"x": (0, 1), "diag": (1, 1)}  # (dy, dx) per pixel of shift: right, and down-right
@@ -113,3 +147,26 @@ class ShiftCurves(Metric):
                 curves[curve_tag(mode, direction, "acc")] = acc[m][d]
                 curves[curve_tag(mode, direction, "consistency")] = agree[m][d]
         return curves
+
+
+def random_circular_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift every image of ``(N, C, H, W)`` circularly by its own random (dy, dx) in ``[-max_shift, max_shift]``.
+
+    Circular, so no content is lost or invented at the borders: a model that is shift-invariant by
+    construction gives exactly the same output for every shift.
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    dy = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=generator, device=device)
+    dx = torch.randint(-max_shift, max_shift + 1, (n, 1), generator=generator, device=device)
+    rows = (torch.arange(h, device=device) - dy) % h
+    cols = (torch.arange(w, device=device) - dx) % w
+    batch_idx = torch.arange(n, device=device)[:, None, None]
+    shifted = images[batch_idx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return shifted.contiguous(
+        memory_format=torch.channels_last if _is_channels_last(images) else torch.contiguous_format
+    )
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

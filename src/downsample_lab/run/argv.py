@@ -3,21 +3,18 @@
 - A mistyped key (``model.downsampl=conv``), an unknown config (``model=fsat``), an override Hydra cannot
   parse and a sweep experiment without ``-m`` end with one line and exit code 2, with a did-you-mean where one
   fits. Hydra would print a few lines with a ``+key`` hint (adding the key would fail our schema anyway) and
-  exit 1. The checks are Hydra's own parser plus the schema of ``config.py``; nothing is composed.
+  exit 1. The checks are Hydra's own parser plus the config schema (:mod:`downsample_lab.config`); nothing is
+  composed.
 - ``resume=true hydra.run.dir=<run>`` (or ``-m resume=true hydra.sweep.dir=<sweep>``) puts the run's saved
   overrides (``.hydra/overrides.yaml``, or the sweep's ``multirun.yaml``) in front of the command line's, so a
   run resumes from its directory alone. ``train`` compares the result with the checkpoint's config.
-- A DDP worker process dies with the process that launched it (:func:`die_with_parent`).
+- A DDP worker process dies with the process that launched it (:func:`~downsample_lab.run.ddp.die_with_parent`).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,38 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 from downsample_lab import compat
 from downsample_lab.config import config_dir
 from downsample_lab.errors import ConfigError, UserError, did_you_mean, exit_with_error
-
-# Set by the process that starts a run; a DDP worker it launches compares it with its parent's id.
-LAUNCHER_PID_ENV = "DOWNSAMPLE_LAB_LAUNCHER_PID"
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def die_with_parent() -> None:
-    """In a DDP worker process (``LOCAL_RANK`` set by the launcher), exit as soon as the launcher dies.
-
-    A worker whose launcher was SIGKILLed would otherwise wait inside a collective until its timeout (30
-    minutes), holding its device, and a ``resume=true`` on the same devices could not start. On Linux the kernel
-    sends the worker SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread
-    polls the parent's id. A launcher that died before this ran is caught by comparing the parent's id with the
-    one the launcher left in the environment.
-    """
-    if "LOCAL_RANK" not in os.environ:
-        return
-    expected = os.environ.get(LAUNCHER_PID_ENV)
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    else:
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(1.0)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-    if expected is not None and int(expected) != os.getppid():
-        os._exit(1)  # the launcher died before the line above took effect
+from downsample_lab.run.ddp import LAUNCHER_PID_ENV, die_with_parent
+from downsample_lab.run.resume import (
+    check_resume_target,
+    is_true,
+    merge_overrides,
+    saved_overrides,
+    sweep_record,
+)
 
 
 def _groups(config_name: str) -> set[str]:
@@ -140,40 +113,6 @@ def _check_launcher_overrides(overrides: list[Any]) -> None:
                 )
 
 
-def _is_true(value: Any) -> bool:
-    return value is True or str(value).lower() == "true"
-
-
-def _key(o: Any) -> str:
-    return o.key_or_group if o.package is None else f"{o.key_or_group}@{o.package}"
-
-
-def merge_overrides(saved: list[str], given: list[str]) -> list[str]:
-    """``saved`` with every key that ``given`` also sets replaced in place, then ``given``'s other overrides.
-
-    In place, so that a resumed sweep enumerates its jobs in the order (and so under the numbers and
-    directory names) of the sweep it continues.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    new = {_key(o): o.input_line for o in parser.parse_overrides(given)}
-    merged = []
-    for o in parser.parse_overrides(saved):
-        merged.append(new.pop(_key(o), o.input_line))
-    return merged + list(new.values())
-
-
-def _saved_overrides(directory: Path, multirun: bool) -> list[str] | None:
-    """The task overrides a run (``.hydra/overrides.yaml``) or a sweep (``multirun.yaml``) was started with."""
-    try:
-        if multirun:
-            return [str(o) for o in OmegaConf.load(directory / "multirun.yaml").hydra.overrides.task]
-        return [str(o) for o in OmegaConf.load(directory / ".hydra" / "overrides.yaml")]
-    except Exception:  # no such file, or not a run's: resume_point says what is missing
-        return None
-
-
 def _sweep_experiment(overrides: list[Any]) -> str | None:
     """The name of a chosen experiment that is a sweep (sets ``hydra.sweeper.params``), if any."""
     for o in overrides:
@@ -182,31 +121,6 @@ def _sweep_experiment(overrides: list[Any]) -> str | None:
             if path.is_file() and OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params"):
                 return str(o.value())
     return None
-
-
-def _check_resume_target(directory: str | None, where: str, multirun: bool, overrides: list[Any]) -> None:
-    """Refuse ``resume=true`` (raise ConfigError) where there is nothing to continue, before Hydra creates the
-    directory: no directory given (and no ``ckpt_path``), a directory that does not exist, or one that holds no
-    run (``.hydra/``, ``status.json``, ``checkpoints/``) or, for ``-m``, no sweep (``multirun.yaml``)."""
-    if any(o.key_or_group == "ckpt_path" and o.value() not in (None, "null") for o in overrides):
-        return  # a checkpoint named outright: train reads and checks it
-    what = "sweep" if multirun else "run"
-    example = "outputs/train-multirun/<time>" if multirun else "outputs/train/<run>"
-    if directory is None:
-        raise ConfigError(
-            f"resume=true needs the {what} to continue: add {where}={example} (or ckpt_path=<file.ckpt>)"
-        )
-    path = Path(directory).expanduser()
-    if not path.is_dir():
-        raise ConfigError(
-            f"resume=true but {where}={directory} does not exist; pass the directory of the {what} to continue"
-        )
-    markers = ("multirun.yaml",) if multirun else (".hydra", "status.json", "checkpoints")
-    if not any((path / m).exists() for m in markers):
-        raise ConfigError(
-            f"resume=true but {directory} holds no {what} (no {' or '.join(markers)}); pass the directory of "
-            f"the {what} to continue, e.g. {where}={example}"
-        )
 
 
 def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
@@ -242,15 +156,15 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
             f"experiment={name} is a sweep (it sets hydra.sweeper.params); add -m to run it: "
             f"python -m downsample_lab.{config_name} -m experiment={name} ..."
         )
-    resume = any(o.key_or_group == "resume" and _is_true(o.value()) for o in overrides)
+    resume = any(o.key_or_group == "resume" and is_true(o.value()) for o in overrides)
     where = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     directory = next((str(o.value()) for o in overrides if o.key_or_group == where), None)
     if not resume:
         return argv
-    _check_resume_target(directory, where, args.multirun, overrides)
+    check_resume_target(directory, where, args.multirun, overrides)
     if directory is None:
         return argv
-    saved = _saved_overrides(Path(directory).expanduser(), args.multirun)
+    saved = saved_overrides(Path(directory).expanduser(), args.multirun)
     if saved is None:
         return argv
     given = list(args.overrides)
@@ -262,7 +176,7 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
 
 def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
     """For ``-m``: compose and validate every job of the sweep before the first starts
-    (:func:`downsample_lab.sweep_check.check_sweep`; raise ConfigError naming a bad job). Returns the number of
+    (:func:`downsample_lab.run.sweep.check_sweep`; raise ConfigError naming a bad job). Returns the number of
     jobs checked. Not for a resumed sweep (``resume=true``): it skips its completed jobs, and a job refused now
     (e.g. by a newer rule) is reported as it starts, without holding back the others."""
     args = compat.hydra_args_parser().parse_args(argv[1:])
@@ -271,9 +185,9 @@ def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = OverridesParser.create().parse_overrides(args.overrides)
-    if any(o.key_or_group == "resume" and _is_true(o.value()) for o in overrides):
+    if any(o.key_or_group == "resume" and is_true(o.value()) for o in overrides):
         return 0  # a resumed sweep: its completed jobs are skipped, the others checked as they start
-    from downsample_lab.sweep_check import check_sweep
+    from downsample_lab.run.sweep import check_sweep
 
     return check_sweep(args.overrides, config_name, schema)
 
@@ -291,7 +205,7 @@ def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
         check_multirun(sys.argv, config_name, schema)
     except UserError as err:
         exit_with_error(err)
-    record = _sweep_record(sys.argv)
+    record = sweep_record(sys.argv)
     saved = record.read_bytes() if record is not None else None
     try:
         return hydra_main()
@@ -302,18 +216,3 @@ def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
         # with, as a resumed run keeps its .hydra/ (configs/hydra/default.yaml, output_subdir).
         if saved is not None and record.read_bytes() != saved:
             record.write_bytes(saved)
-
-
-def _sweep_record(argv: list[str]) -> Path | None:
-    """``<sweep dir>/multirun.yaml`` when ``argv`` resumes a sweep that has one."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    args = compat.hydra_args_parser().parse_args(argv[1:])
-    if not args.multirun:
-        return None
-    overrides = OverridesParser.create().parse_overrides(args.overrides)
-    if not any(o.key_or_group == "resume" and _is_true(o.value()) for o in overrides):
-        return None
-    directory = next((str(o.value()) for o in overrides if o.key_or_group == "hydra.sweep.dir"), None)
-    path = Path(directory).expanduser() / "multirun.yaml" if directory else None
-    return path if path is not None and path.is_file() else None

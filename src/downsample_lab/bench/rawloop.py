@@ -17,13 +17,14 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from omegaconf import DictConfig, OmegaConf
 
-from downsample_lab.callbacks import synchronize
-from downsample_lab.classifier import Classifier
-from downsample_lab.config import DataConfig
 from downsample_lab.data.augment import augment, normalize
 from downsample_lab.data.cifar10 import data_device, epoch_batches
+from downsample_lab.data.config import DataConfig
 from downsample_lab.data.sources import Split
-from downsample_lab.optim import build_optimizer, training_loss
+from downsample_lab.device import synchronize
+from downsample_lab.engine.classifier import Classifier
+from downsample_lab.optim.build import build_optimizer, training_loss
+from downsample_lab.optim.lookahead import LookaheadEMA
 
 # No epoch limit: max_steps ends the Lightning path's run; both paths build their LR schedule with it.
 LIGHTNING_MAX_EPOCHS = -1
@@ -54,7 +55,7 @@ def limited_batches(batches: list[torch.Tensor], limit: Any) -> list[torch.Tenso
 class RawLoop:
     """Path (a): a hand-written training loop over ``clf.net``, run a given number of steps at a time.
 
-    The optimiser and LR schedule come from :func:`downsample_lab.optim.build_optimizer`, as the Lightning
+    The optimiser and LR schedule come from :func:`downsample_lab.optim.build.build_optimizer`, as the Lightning
     path's ``configure_optimizers`` builds them (``total_steps`` steps, ``max_epochs=-1``). The data is ``train``
     held where the data module holds it (``data.on_device``: on the GPU by default, in host memory on a CPU).
     The loop keeps its own global-RNG state, so the steps it draws are the same whether or not other work runs
@@ -84,6 +85,8 @@ class RawLoop:
         self.precision_plugin = plugin = precision_plugin(precision, device)
         self.scaler = plugin.scaler if isinstance(plugin, MixedPrecision) else None
         self.total_steps, self.steps_done = total_steps, 0
+        # The recipe's lookahead, as the Lightning path runs it (Classifier.configure_callbacks).
+        self.lookahead = LookaheadEMA(self.net, total_steps) if clf.optim_cfg.lookahead else None
         self.last_loss: torch.Tensor | None = None
         self._batches = self._batch_indices()
         # The RNG state right after the seeded model build: where the Lightning path's draws start too.
@@ -124,7 +127,7 @@ class RawLoop:
         clip = c.trainer.gradient_clip_val
         images = 0
         with self._own_rng():
-            for _ in range(steps):
+            for done in range(steps):
                 epoch, idx = next(self._batches)
                 x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
                 y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
@@ -145,6 +148,8 @@ class RawLoop:
                         torch.nn.utils.clip_grad_norm_(self.net.parameters(), clip)
                     self.opt.step()
                 self.sched.step()
+                if self.lookahead is not None:
+                    self.lookahead.step(self.steps_done + done + 1)
                 images += len(y)
         self.steps_done += steps
         self.last_loss = loss.detach()

@@ -17,6 +17,8 @@ a resumed run from a different one (the run's config).
 
 ``ProgressBar`` and ``EpochSummary``: what the console shows, without reading a value on the host between two
 logging steps.
+
+:func:`fit_callbacks`: the list a training run fits with, for ``train`` and the bench alike.
 """
 
 from __future__ import annotations
@@ -30,18 +32,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab import compat
+from downsample_lab.config import plain
+from downsample_lab.device import synchronize
 from downsample_lab.errors import UserError
 
 log = logging.getLogger("downsample_lab")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA, MPS, ...), so that a clock reading covers it; a no-op on CPU."""
-    if device.type != "cpu":  # torch.accelerator refuses a device other than the build's accelerator
-        torch.accelerator.synchronize(device)
 
 
 class EpochThroughput(L.Callback):
@@ -185,11 +184,12 @@ class StopOnNonFiniteLoss(L.Callback):
     Args:
         check_every_n_steps: how often to read the flag (``trainer.log_every_n_steps``).
         checkpoint_every_n_steps: ``checkpoint.every_n_steps``; ``None`` for epoch-end checkpoints only.
-        last_checkpoint: the file every checkpoint also goes to (``<run dir>/checkpoints/last.ckpt``).
+        last_checkpoint: the file every checkpoint also goes to (``<run dir>/checkpoints/last.ckpt``); None
+            where no checkpoint is written (the bench).
     """
 
     def __init__(
-        self, check_every_n_steps: int, checkpoint_every_n_steps: int | None, last_checkpoint: Path
+        self, check_every_n_steps: int, checkpoint_every_n_steps: int | None, last_checkpoint: Path | None
     ) -> None:
         self.check_every_n_steps = check_every_n_steps
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
@@ -205,7 +205,8 @@ class StopOnNonFiniteLoss(L.Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        self._saved = (self.last_checkpoint, trainer.global_step)
+        if self.last_checkpoint is not None:
+            self._saved = (self.last_checkpoint, trainer.global_step)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -330,51 +331,44 @@ class EpochSummary(L.Callback):
         self._pending = None
 
 
-class Lookahead(L.Callback):
-    """airbench94's lookahead: every ``every`` steps the weights move to an EMA of themselves, and stay there.
+def fit_callbacks(cfg: DictConfig, checkpoints: Path | None) -> list[L.Callback]:
+    """The callbacks of a training run's fit, built in one place for ``train`` and the bench's Lightning path, so
+    that the bench times the steps ``train`` runs (``eval`` only tests, with none).
 
-    At step s of T, every ``every`` steps: ``ema ← lerp(ema, weights, 1 - a)`` with
-    ``a = decay**every · (s/T)**power``, then ``weights ← ema``. ``a`` is near 0 early (the EMA follows the
-    weights) and grows to ``decay**every`` at the end, so the averaging acts in the last part of training. After
-    the last step (T), the weights are set to the EMA once more. Covers the module's floating-point state: the
-    parameters and the BatchNorm running statistics (``pl_module.net.state_dict()``).
-
-    No host sync per step: ``a`` is a Python float computed from the step counter, and the update is two
-    fused multi-tensor calls over the tensors on the device. T is ``pl_module.total_steps()``. The EMA is kept in
-    checkpoints, so a resumed run continues it.
+    Every fit: the epoch's training throughput, the lr of each parameter group at logging steps
+    (``train/lr/<group>``), the stop on a non-finite loss, and the epoch lines. With ``checkpoints`` (a run's
+    ``checkpoints/`` directory: ``train``) the checkpoints: the val/acc-best one first (the Trainer's
+    ``checkpoint_callback``), ``last.ckpt`` at every epoch end and, with ``checkpoint.every_n_steps``, every that
+    many steps (what ``resume=true`` continues from), and the run state they carry (RNG states, config).
+    airbench's lookahead belongs to the recipe: the module adds it itself (``Classifier.configure_callbacks``).
     """
-
-    def __init__(self, every: int = 5, decay: float = 0.95, power: float = 3.0) -> None:
-        self.every, self.decay, self.power = every, decay, power
-        self._live: list[torch.Tensor] = []
-        self._ema: list[torch.Tensor] | None = None
-        self._total = 1
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._total = int(pl_module.total_steps())
-        # state_dict() tensors share storage with the parameters and buffers: updating them updates the net.
-        self._live = [t for t in pl_module.net.state_dict().values() if t.is_floating_point()]
-        if self._ema is None:
-            self._ema = [t.detach().clone() for t in self._live]
-        else:  # restored from a checkpoint
-            self._ema = [e.to(t.device, t.dtype) for e, t in zip(self._ema, self._live, strict=True)]
-
-    @torch.no_grad()
-    def _update(self, decay: float) -> None:
-        compat.lerp_all_(self._ema, self._live, 1.0 - decay)
-        compat.copy_all_(self._live, self._ema)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step  # counts this batch's optimiser step
-        if step % self.every == 0:
-            self._update(self.decay**self.every * (min(step, self._total) / self._total) ** self.power)
-        if step >= self._total:
-            self._update(1.0)  # the final copy: the weights become the EMA
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"ema": self._ema}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._ema = state_dict.get("ema")
+    last = checkpoints / "last.ckpt" if checkpoints is not None else None
+    callbacks: list[L.Callback] = []
+    if checkpoints is not None:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="best-epoch{epoch:03d}-acc{val/acc:.4f}",
+                auto_insert_metric_name=False,
+                monitor="val/acc",
+                mode="max",
+            )
+        )
+        # last.ckpt at every epoch end (the best checkpoint's save_last=True would refresh it only when val/acc
+        # improves), and every checkpoint.every_n_steps steps.
+        keep_last = dict(dirpath=checkpoints, filename="last", enable_version_counter=False)
+        callbacks.append(ModelCheckpoint(**keep_last, save_on_train_epoch_end=True))
+        if cfg.checkpoint.every_n_steps is not None:
+            callbacks.append(
+                MidEpochCheckpoint(**keep_last, every_n_train_steps=cfg.checkpoint.every_n_steps)
+            )
+        callbacks.append(RunState(plain(cfg)))
+    callbacks += [
+        EpochThroughput(),
+        LearningRateMonitor(logging_interval="step"),
+        StopOnNonFiniteLoss(
+            cfg.trainer.log_every_n_steps, OmegaConf.select(cfg, "checkpoint.every_n_steps"), last
+        ),
+        EpochSummary(),
+    ]
+    return callbacks

@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from downsample_lab.consistency import (
+from downsample_lab.engine.testtime import (
     SHIFT_DIRECTIONS,
     SHIFT_MODES,
     ShiftCurves,
     curve_tag,
+    random_circular_shift,
     shift_agreement,
     shift_images,
 )
-from downsample_lab.data.augment import random_circular_shift
 
 
 def _images(n: int = 256) -> torch.Tensor:

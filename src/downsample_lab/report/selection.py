@@ -1,4 +1,4 @@
-"""Per-arm hyperparameter selection: ``python -m downsample_lab.selection TUNE_DIR [--final FINAL_DIR] [--weights
+"""Per-arm hyperparameter selection: ``python -m downsample_lab.report.selection TUNE_DIR [--final FINAL_DIR] [--weights
 final|best] [--out DIR]``.
 
 The protocol that keeps an ablation fair when the recipe was tuned for one arm (README, "A fair comparison"):
@@ -302,7 +302,7 @@ def build_selection(
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     parser = argparse.ArgumentParser(
-        prog="python -m downsample_lab.selection",
+        prog="python -m downsample_lab.report.selection",
         description="Per arm, pick the setting with the best mean validation accuracy in a tuning sweep (never "
         "test accuracy), print the final runs' commands, and with --final report those runs' test accuracy.",
     )

@@ -13,14 +13,16 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from downsample_lab import compat
-from downsample_lab.config import ModelConfig, OptimConfig, plain, typed
-from downsample_lab.consistency import ShiftCurves, shift_agreement
+from downsample_lab.config import plain, typed
 from downsample_lab.data.augment import normalize
-from downsample_lab.models import build_model
+from downsample_lab.engine.testtime import ShiftCurves, shift_agreement, tta_logits
+from downsample_lab.models.config import ModelConfig
+from downsample_lab.models.factory import build_model
 from downsample_lab.models.fast import WHITEN_IMAGES
 from downsample_lab.models.summary import count_params, forward_flops
-from downsample_lab.optim import build_optimizer, training_loss
-from downsample_lab.tta import tta_logits
+from downsample_lab.optim.build import build_optimizer, training_loss
+from downsample_lab.optim.config import OptimConfig
+from downsample_lab.optim.lookahead import Lookahead
 
 
 class Classifier(L.LightningModule):
@@ -34,7 +36,7 @@ class Classifier(L.LightningModule):
             the shift-robustness curves; 0 turns both off.
         tta_level: ``eval.tta_level``: 0, or log ``test/acc_tta`` with test-time augmentation 1 or 2 (:mod:`tta`).
         shift_images: ``eval.shift_images``: about this many test images get the shift-robustness curves
-            (:class:`~downsample_lab.consistency.ShiftCurves`, shifts 0…``max_shift``); 0 turns them off.
+            (:class:`~downsample_lab.engine.testtime.ShiftCurves`, shifts 0…``max_shift``); 0 turns them off.
         batch_size: ``data.batch_size``, the global batch; needed by ``optim.decoupled`` (weight decay per 1024
             examples).
 
@@ -135,7 +137,7 @@ class Classifier(L.LightningModule):
 
     def _is_short_epochs_last_step(self, batch_idx: int) -> bool:
         # An epoch with fewer steps than the logging interval: its last step's loss too, for the epoch's console
-        # line (downsample_lab.callbacks.EpochSummary); TensorBoard still gets the logging steps' only.
+        # line (downsample_lab.engine.callbacks.EpochSummary); TensorBoard still gets the logging steps' only.
         steps = self.trainer.num_training_batches
         return isinstance(steps, int) and steps < self.trainer.log_every_n_steps and batch_idx == steps - 1
 
@@ -255,9 +257,14 @@ class Classifier(L.LightningModule):
                         {tag: values[shift] for tag, values in curves.items()}, step=shift
                     )
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The recipe's own callbacks, on every Trainer that fits this module (``train`` and the bench): airbench's
+        lookahead where ``optim.lookahead`` is set."""
+        return [Lookahead()] if self.optim_cfg.lookahead else []
+
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimiser and lr schedule of the ``optim`` group over :meth:`total_steps` steps
-        (:func:`downsample_lab.optim.build_optimizer`)."""
+        (:func:`downsample_lab.optim.build.build_optimizer`)."""
         total = self.total_steps()
         self._total_steps = total if self.optim_cfg.train_epochs is not None else None
         opt, sched = build_optimizer(

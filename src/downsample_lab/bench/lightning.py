@@ -1,8 +1,9 @@
 """The bench's path (b), the project's Lightning training path, timed window by window with the raw loop's windows
 interleaved.
 
-``run_lightning`` fits the ``Classifier`` on the ``CIFAR10DataModule`` through ``trainer.build_trainer`` (the
-TensorBoard logger and the ``EpochThroughput`` callback on; validation, its sanity check and checkpointing off),
+``run_lightning`` fits the ``Classifier`` on the ``CIFAR10DataModule`` through ``engine.trainer.build_trainer``
+with the TensorBoard logger and the callbacks ``train`` fits with (``engine.callbacks.fit_callbacks``, and the
+recipe's lookahead, which the module adds itself), validation, its sanity check and checkpointing off,
 for the :class:`Plan`'s steps. Its :class:`InterleavedTimer` callback closes a Lightning window at each plan
 boundary, runs a timed window of as many raw-loop steps (``rawloop.time_raw_window``), then opens the next
 Lightning window, so that a machine whose load changes slows both paths alike. Each path's windows, losses and
@@ -18,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from downsample_lab.callbacks import EpochThroughput, synchronize
-from downsample_lab.classifier import Classifier
+from downsample_lab.bench.machine import allocated_memory, peak_memory, reset_peak_memory
+from downsample_lab.bench.rawloop import LIGHTNING_MAX_EPOCHS, RawLoop, time_raw_window
 from downsample_lab.config import plain
 from downsample_lab.data import CIFAR10DataModule
-from downsample_lab.machine import allocated_memory, bench_device, peak_memory, reset_peak_memory
-from downsample_lab.rawloop import LIGHTNING_MAX_EPOCHS, RawLoop, time_raw_window
-from downsample_lab.trainer import build_trainer, tensorboard_logger
+from downsample_lab.device import synchronize, training_device
+from downsample_lab.engine.callbacks import fit_callbacks
+from downsample_lab.engine.classifier import Classifier
+from downsample_lab.engine.trainer import build_trainer, tensorboard_logger
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def run_lightning(
     With ``raw``, a raw window runs after each Lightning window. Returns the Lightning and the raw results (the
     raw one is empty without ``raw``; its peak memory is measured by the caller, over its own warm-up).
     """
-    other_bytes = allocated_memory(bench_device(cfg.trainer))  # the raw loop's model and data, on a GPU
+    other_bytes = allocated_memory(training_device(cfg.trainer))  # the raw loop's model and data, on a GPU
     datamodule = CIFAR10DataModule(
         OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed
     )
@@ -136,7 +137,7 @@ def run_lightning(
     trainer = build_trainer(
         trainer_cfg,
         run_dir=out,
-        callbacks=[EpochThroughput(), LearningRateMonitor(logging_interval="step"), timer],
+        callbacks=[*fit_callbacks(cfg, checkpoints=None), timer],  # what train fits with, no checkpoints
         logger=tensorboard_logger(out, name),
     )
     trainer.fit(clf, datamodule=datamodule)

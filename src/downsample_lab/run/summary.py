@@ -1,0 +1,147 @@
+"""A sweep's closing summary: every job counted once (completed, interrupted, failed, never ran), the jobs that
+did not complete with the reason, and where the jobs' time went; printed by a Hydra callback at the sweep's end.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from downsample_lab.run.resume import sweep_resume_command
+from downsample_lab.run.status import INTERRUPTED, read_status, write_status
+from downsample_lab.run.sweep import planned_jobs
+from downsample_lab.run.times import add_up
+from downsample_lab.run.times import describe as describe_times
+
+
+def _status(job: Path) -> dict[str, Any]:
+    return read_status(job)[0] or {}
+
+
+def sweep_summary(
+    sweep_dir: Path, hint: str = "", planned: int | None = None, elapsed: float | None = None
+) -> tuple[str, bool]:
+    """One line for the sweep and one per job that did not complete, from the jobs' ``status.json`` files.
+
+    Returns the text (empty when no job has a status) and whether every job completed. ``planned`` is the
+    number of jobs the sweep meant to run (:func:`downsample_lab.run.resolvers.planned_jobs`): jobs without a
+    directory or status never ran (the sweep was stopped before them), and the summary says how many. A job
+    is named by its number and the overrides that set it apart from the other jobs of the sweep. With
+    ``elapsed`` (the sweep's wall seconds) a last line adds up where the jobs' time went (their ``times``).
+    """
+    jobs = []
+    for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else [], key=_job_number):
+        status = _status(job)
+        if status and _job_number(job) >= 0:
+            overrides = _overrides(job)
+            jobs.append((job, status, overrides))
+    varying = {k for k in {k for _, _, o in jobs for k in o} if len({o.get(k) for _, _, o in jobs}) > 1}
+    lines = []
+    n_interrupted = 0
+    for job, status, overrides in jobs:
+        if status.get("status") == "completed":
+            continue
+        own = ",".join(f"{k}={v}" for k, v in overrides.items() if k in varying)
+        name = f"job {_job_number(job)}" + (f" ({own})" if own else "")
+        reason = status.get("error") or "did not finish (killed?)"
+        if status.get("status") == INTERRUPTED:
+            n_interrupted += 1
+            reason = f"interrupted: {reason}" if not reason.startswith("interrupted") else reason
+        lines.append(f"  {name}: {reason}")
+    done = len(jobs) - len(lines)
+    total = max(planned or 0, len(jobs))
+    never = total - len(jobs)
+    if not jobs and not planned:
+        return "", True  # no job got as far as its task (e.g. a composition error, which Hydra reports)
+    times = [t for _, status, _ in jobs if isinstance(t := status.get("times"), dict)]
+    footer = [_time_line(times, elapsed)] if times and elapsed is not None else []
+    if not lines and not never:
+        return "\n".join([f"Sweep {sweep_dir}: all {done} jobs completed.", *footer]), True
+    head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
+    counts = [
+        f"{n} {what}"
+        for n, what in (
+            (n_interrupted, "interrupted"),
+            (len(lines) - n_interrupted, "failed"),
+            (never, "never ran"),
+        )
+        if n
+    ]
+    head += "; " + (", ".join(counts[:-1]) + " and " + counts[-1] if len(counts) > 1 else counts[0])
+    head += ":" if lines else "."
+    return "\n".join([head, *lines, *footer, *([hint] if hint else [])]), False
+
+
+def _time_line(times: list[dict[str, float]], elapsed: float) -> str:
+    total = add_up(times)
+    return f"Time: {elapsed:.0f} s for the sweep; its {len(times)} timed jobs took {describe_times(total)}."
+
+
+def _job_number(job: Path) -> int:
+    number = job.name.split("_", 1)[0]
+    return int(number) if job.is_dir() and number.isdigit() else -1
+
+
+def _overrides(job: Path) -> dict[str, str]:
+    try:
+        listed = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+    except Exception:  # a missing or damaged file: name the job by its number alone
+        return {}
+    return dict(str(o).split("=", 1) for o in listed if "=" in str(o))
+
+
+def mark_stopped(sweep_dir: Path) -> int:
+    """Record every job of ``sweep_dir`` still marked running as stopped; returns how many there were."""
+    count = 0
+    for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else []):
+        if _job_number(job) >= 0 and _status(job).get("status") == "running":
+            write_status(job, INTERRUPTED, error="the sweep stopped while it ran")
+            count += 1
+    return count
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a multirun, print which jobs failed and why (``configs/hydra/default.yaml``).
+
+    Hydra's ``BasicSweeper`` runs every job of a batch (by default the whole sweep), keeps going after a failed
+    one, then raises the first failure, which ends the command with exit code 1 and skips
+    ``on_multirun_end``. So the summary is also registered to print at exit, after Hydra's own message; the
+    exit code is left as it is.
+    """
+
+    def __init__(self) -> None:
+        self._sweep_dir: Path | None = None
+        self._hint = ""
+        self._planned: int | None = None
+        self._t0 = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._sweep_dir = Path(config.hydra.sweep.dir)
+        self._planned = planned_jobs(config.hydra)
+        self._t0 = time.perf_counter()
+        if "resume" in config:
+            self._hint = (
+                f"Continue the sweep (after fixing what failed) with: {sweep_resume_command(config.hydra)} "
+                "(completed jobs are skipped, the others resumed)."
+            )
+        atexit.register(self._report)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        if self._sweep_dir is None:
+            return
+        # At the sweep's end or exit no job of it runs any more (a parallel sweep's workers are gone: joblib kills
+        # them on Ctrl-C, before they can record it): a job still marked running was stopped.
+        mark_stopped(self._sweep_dir)
+        text, ok = sweep_summary(self._sweep_dir, self._hint, self._planned, time.perf_counter() - self._t0)
+        self._sweep_dir = None  # once: at the end of the sweep or at exit, whichever comes first
+        if text:
+            print(text, file=sys.stdout if ok else sys.stderr, flush=True)
