@@ -24,6 +24,7 @@ from downsample_lab.data import CIFAR10DataModule
 from downsample_lab.data.sources import Split
 from downsample_lab.errors import ConfigError
 from downsample_lab.optim.config import Schedule
+from downsample_lab.optim.lookahead import LookaheadEMA
 
 from .conftest import compose_config, run_cli
 
@@ -242,3 +243,32 @@ def test_raw_loop_builds_the_airbench_recipe_without_a_trainer(tmp_path):
     assert groups[0]["initial_lr"] == pytest.approx(cfg.optim.lr / scale * cfg.optim.bias_lr_scale)
     decay = cfg.optim.weight_decay * cfg.data.batch_size / scale
     assert [g["weight_decay"] * g["initial_lr"] for g in groups] == pytest.approx([decay, decay])
+
+
+def test_the_bench_runs_airbenchs_lookahead_on_both_paths(tmp_path, monkeypatch):
+    """optim=airbench's lookahead is part of the recipe: the raw loop and the Lightning path each run it every
+    step, as ``train`` does (the module adds it through configure_callbacks), and still train the same steps."""
+    overrides = [*TINY_BENCH, f"data.cache_dir={tmp_path / 'cache'}", "optim=airbench", "optim.train_epochs=null",
+                 "trainer.precision=32-true"]  # fmt: skip
+    cfg, train = tiny_bench(tmp_path, overrides)
+    steps: dict[int, list[int]] = {}
+    step = LookaheadEMA.step
+
+    def counted(self: LookaheadEMA, n: int) -> None:
+        steps.setdefault(id(self), []).append(n)
+        step(self, n)
+
+    monkeypatch.setattr(LookaheadEMA, "step", counted)
+    plan = Plan(warmup_steps=1, window_steps=3, windows=4)
+    raw_clf = build_classifier(cfg, "maxpool")
+    raw = RawLoop(raw_clf, train, cfg, torch.device("cpu"), "32-true", plan.total_steps)
+    raw.run(plan.warmup_steps)
+    lit_clf = build_classifier(cfg, "maxpool")
+    lit, raw_result = run_lightning(lit_clf, cfg, tmp_path / "run", "test", plan, raw)
+    assert raw.lookahead is not None and id(raw.lookahead) in steps
+    assert len(steps) == 2  # one EMA per path
+    assert all(calls == list(range(1, plan.total_steps + 1)) for calls in steps.values()), steps
+    # the lookahead's last step sets the weights to the EMA on both paths alike
+    for a, b in zip(raw_clf.net.state_dict().values(), lit_clf.net.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5)
+    assert raw_result.losses == pytest.approx(lit.losses, rel=1e-4)

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from downsample_lab.config import ShapesConfig, validate
+from downsample_lab.config.keys import groups, options
 from downsample_lab.models import DOWNSAMPLE_NAMES
 from downsample_lab.models.summary import BIAS_NOTE, format_shapes
 
@@ -30,7 +31,10 @@ def test_help_describes_the_tool_its_groups_and_strategies(tool, describes, stra
     out = result.stdout
     assert out.startswith(f"python -m downsample_lab.{tool} ")  # not Hydra's "<app> is powered by Hydra"
     assert describes in out
-    assert "== Config groups: group=option ==" in out and "trainer: cpu, ddp, default, gpu" in out
+    # the groups this tool's config selects, each with its options (shapes has no trainer, eval no model)
+    listed = out.split("== Config groups: group=option ==\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert listed == [f"{g}: {', '.join(options(g))}" for g in groups(tool)]
+    assert ("trainer: cpu, ddp, default, gpu" in listed) == (tool != "shapes")
     if strategies:
         section = out.split("== Downsampling strategies", 1)[1].split("==", 2)[1]
         assert [line.split()[0] for line in section.strip().splitlines()] == list(DOWNSAMPLE_NAMES)

@@ -27,21 +27,41 @@ TranslateMode = choices("TranslateMode", ("zeros", "reflect"), __name__)
 @dataclass
 class DataConfig:
     source: Source = MISSING
+    """`torchvision` (official files, downloaded when absent), `folder`, `synthetic`"""
     root: str = MISSING
+    """where the torchvision files are or go, or the image folder"""
     cache_dir: str | None = MISSING
+    """decoded-tensor cache; `null` = `$XDG_CACHE_HOME/downsample_lab` or `~/.cache/downsample_lab`"""
     download: bool = MISSING
+    """torchvision source: download when absent"""
     batch_size: int = MISSING
+    """global training batch, split evenly over all processes; its default follows the device the run trains on
+    (`configs/data/cifar10.yaml`)
+    """
     eval_batch_size: int = MISSING
+    """per-process batch for validation and test"""
     val_size: int = MISSING
+    """training images held out for validation (seeded); `0` validates on the test set"""
     split_seed: int = MISSING
+    """seeds the train/validation split, fixed across run seeds"""
     train_subset: int | None = MISSING
+    """train on the first N class-balanced images of the training split"""
     augment: bool = MISSING
+    """random translation and horizontal flip, as the next three keys say"""
     flip: Flip = MISSING
+    """`random` (each image, each epoch, p=0.5) or `alternating` (a fixed random half flipped, all images
+    flipped in odd epochs; airbench)
+    """
     translate: int = MISSING
+    """random shift of up to this many pixels in x and y (a padded random crop); `0` = none"""
     translate_mode: TranslateMode = MISSING
+    """what a shift brings in at the border: `zeros` or `reflect`"""
     on_device: bool | None = MISSING
+    """keep the whole data set in accelerator memory; `null` = on GPU yes, on CPU no"""
     synthetic_train_size: int = MISSING
+    """`data.source=synthetic`: images in the train split"""
     synthetic_test_size: int = MISSING
+    """`data.source=synthetic`: images in the test split"""
 
 
 def check_data(d: DictConfig) -> None:

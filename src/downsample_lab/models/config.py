@@ -20,21 +20,39 @@ PaddingMode = choices("PaddingMode", PADDING_MODES, __name__)
 @dataclass
 class ModelConfig:
     name: ModelName = MISSING
+    """`cnn` (the study's CNN), `fast` (the airbench-class network), or an All-CNN model: `model_c`,
+    `strided_cnn_c`, `convpool_cnn_c`, `all_cnn_c` (choose with `model=<name>`)
+    """
     widths: list[int] = MISSING
+    """channels of each stage; its length is the number of stages (All-CNN: two, `[96,192]`; fast: three,
+    `[64,256,256]`)
+    """
     dropout: float = MISSING
+    """cnn, fast: before the linear head; All-CNN (`0.5`): after each downsampling step"""
     channels_last: bool = MISSING
+    """NHWC memory format for the model and its input batches"""
     compile: bool = MISSING
+    """`torch.compile` the network"""
     # model.name=cnn and fast
     downsample: Downsample | None = None
+    """cnn, fast: `maxpool`, `conv`, `conv3`, `avgpool`, `blurpool`, `stride`, `conv_avg`, `aps` or `maxavg`"""
     padding_mode: PaddingMode | None = None
+    """cnn, fast: how every conv pads, `zeros`, `circular` or `reflect` (fast: the stem too); `blurpool`
+    needs `zeros`
+    """
     # model.name=cnn only
     kernel_size: int | None = None
+    """cnn: odd kernel of every stride-1 conv (padding k//2 keeps H and W)"""
     blocks: int | None = None
+    """cnn: conv-BN-ReLU blocks per stage, before the stage's downsampling layer"""
     match_params: bool | None = None
+    """cnn: scale the widths so the arm has the `conv` arm's parameter count (within 2%)"""
     # model.name=fast only (downsample too)
     whiten_bias_epochs: int | None = None
+    """fast: epochs during which the whitening stem's bias trains"""
     # the All-CNN family only
     batch_norm: bool | None = None
+    """All-CNN: BatchNorm after each conv (the paper had none; `experiment=allcnn` sets `false`)"""
 
 
 _CNN_ONLY = ("downsample", "padding_mode", "kernel_size", "blocks", "match_params")

@@ -17,21 +17,43 @@ LossReduction = choices("LossReduction", ("mean", "sum"), __name__)
 @dataclass
 class OptimConfig:
     name: OptimizerName = MISSING
+    """`sgd` (`optim=sgd`) or `adamw` (`optim=adamw` also sets its lr, decay, schedule)"""
     lr: float = MISSING
+    """peak learning rate (follows the device, with the batch)"""
     momentum: float = MISSING
+    """SGD momentum"""
     nesterov: bool = MISSING
+    """SGD Nesterov momentum"""
     betas: list[float] = MISSING
+    """AdamW betas"""
     weight_decay: float = MISSING
+    """on conv and linear weights; BatchNorm and biases are not decayed"""
     label_smoothing: float = MISSING
+    """cross-entropy label smoothing (training loss only)"""
     schedule: Schedule = MISSING
+    """`onecycle` (linear up, linear down), `cosine` (linear warm-up, cosine), `step`, `constant`,
+    `triangular` (airbench: ×0.2 → ×1 → 0, linear)
+    """
     warmup: float = MISSING
+    """`onecycle`, `cosine`, `triangular`: fraction of all steps spent warming up"""
     milestones: list[int] = MISSING
+    """`step`: epochs after which the lr is multiplied by `optim.gamma`"""
     gamma: float = MISSING
+    """`step`: the factor"""
     decoupled: bool = MISSING
+    """sgd: airbench's parametrisation: `optim.lr` and `optim.weight_decay` per 1024 examples (lr / (1024·(1
+    + 1/(1−momentum))), decay × batch / the same), every trainable parameter decayed
+    """
     bias_lr_scale: float = MISSING
+    """lr factor of the BatchNorm biases (needs `optim.decoupled`; airbench: 64)"""
     loss_reduction: LossReduction = MISSING
+    """`mean` or `sum` over the batch (airbench: sum; the logged `train/loss` is the mean either way)"""
     lookahead: bool = MISSING
+    """airbench's lookahead EMA of the weights, every 5 steps (`optim.lookahead.Lookahead`)"""
     train_epochs: float | None = MISSING
+    """epochs, possibly fractional (9.9: the last epoch stops at 90% of its steps; at most
+    `trainer.max_epochs`); `null` = `trainer.max_epochs`
+    """
 
 
 def check_optim(o: DictConfig) -> None:

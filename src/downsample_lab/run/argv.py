@@ -19,10 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from downsample_lab import compat
 from downsample_lab.config import config_dir
+from downsample_lab.config import keys as config_keys
 from downsample_lab.errors import ConfigError, UserError, did_you_mean, exit_with_error
 from downsample_lab.run.ddp import LAUNCHER_PID_ENV, die_with_parent
 from downsample_lab.run.resume import (
@@ -32,23 +33,6 @@ from downsample_lab.run.resume import (
     saved_overrides,
     sweep_record,
 )
-
-
-def _groups(config_name: str) -> set[str]:
-    """The config groups that ``config_name``'s defaults list selects (model, data, ...), Hydra's own left out."""
-    root = OmegaConf.load(config_dir() / f"{config_name}.yaml")
-    groups = set()
-    for entry in root.get("defaults", []):
-        if isinstance(entry, DictConfig):
-            for key in entry:
-                name = str(key).removeprefix("override ").strip()
-                if not name.startswith("hydra"):
-                    groups.add(name)
-    return groups
-
-
-def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
 
 
 def _schema_keys(schema: type) -> list[str]:
@@ -68,13 +52,13 @@ def _schema_keys(schema: type) -> list[str]:
 def check_overrides(overrides: list[Any], config_name: str, schema: type) -> None:
     """Raise ConfigError for an override of a key the schema lacks, or of a config a group lacks."""
     keys = _schema_keys(schema)
-    groups = _groups(config_name)
+    groups = set(config_keys.groups(config_name))
     for o in overrides:
         key = o.key_or_group
         if o.is_hydra_override() or o.is_delete() or o.is_force_add() or o.package is not None:
             continue
         if key in groups:
-            options = _options(key)
+            options = config_keys.options(key)
             if o.is_discrete_sweep():
                 values = list(o.sweep_string_iterator())
             else:
@@ -128,7 +112,7 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     from hydra.errors import OverrideParseException
 
     args = compat.hydra_args_parser().parse_args(argv[1:])
-    if args.help or args.hydra_help or args.shell_completion or args.info or args.experimental_rerun:
+    if args.hydra_help or args.shell_completion or args.info or args.experimental_rerun:
         return argv
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -143,6 +127,8 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
             f"'~' or spaces in quotes, e.g. {example}"
         ) from None
     check_overrides(overrides, config_name, schema)
+    if args.help:
+        _print_help(config_name, schema, [o.input_line for o in overrides if not o.is_hydra_override()])
     _check_launcher_overrides(overrides)
     if args.cfg and args.multirun:
         shown = " ".join(o.input_line for o in overrides if not o.is_sweep_override())
@@ -172,6 +158,22 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     for token in given:  # the flags (and their values) stay where they were
         rest.remove(token)
     return [argv[0], *rest, *merge_overrides(saved, given)]
+
+
+def _print_help(config_name: str, schema: type, overrides: list[str]) -> None:
+    """Print ``--help`` (:func:`downsample_lab.run.help.render_help`) and exit 0."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from downsample_lab.run.help import render_help
+
+    try:
+        text = render_help(config_name, schema, overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"cannot compose the config for --help ({first})") from None
+    print(text)
+    sys.exit(0)
 
 
 def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
