@@ -681,3 +681,16 @@ def test_arm_labels_name_only_the_keys_that_apply_to_the_arm(tmp_path, base_cfg)
     rep = report.build_report(tmp_path, tmp_path / "out")
     assert sorted(a.label for a in rep.arms) == ["data.source=folder", "data.source=synthetic"]
     assert rep.keys == ["data.source"]
+
+
+def test_legends_name_a_key_by_its_last_part_where_that_is_unambiguous():
+    from downsample_lab.report.plots import short_labels
+
+    labels = [
+        "model.downsample=conv, optim.lr=5.75, model.name=cnn",
+        "model.downsample=maxpool, optim.lr=23, optim.name=sgd",
+    ]
+    assert short_labels(labels) == [
+        "downsample=conv, lr=5.75, model.name=cnn",
+        "downsample=maxpool, lr=23, optim.name=sgd",
+    ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +225,23 @@ def test_every_epoch_line_carries_the_loss_when_epochs_are_shorter_than_the_logg
     assert len(lines) == 2 and all(": loss " in line for line in lines), lines
     assert "smaller than the logging interval" not in console  # Lightning's words; ours, once:
     assert console.count("fewer than trainer.log_every_n_steps=50") == 1
+
+
+def test_a_log_line_never_lands_on_the_progress_bars_line():
+    # a bar being drawn on the console, then a log record through the console's handler (configs/hydra/default.yaml)
+    from tqdm import tqdm
+
+    from downsample_lab.console import BarSafeHandler
+
+    screen = io.StringIO()
+    bar = tqdm(total=10, file=screen, desc="Epoch 1/3", ascii=True)
+    bar.update(3)
+    handler = BarSafeHandler(screen)
+    handler.emit(
+        logging.LogRecord("downsample_lab", logging.INFO, __file__, 1, "Epoch 1/3: loss 2.3", None, None)
+    )
+    bar.close()
+    lines = [line.rsplit("\r", 1)[-1] for line in screen.getvalue().split("\n")]
+    # the record starts a line of its own (the bar was lifted with \r and drawn again below it)
+    assert "Epoch 1/3: loss 2.3" in lines
+    assert not any("Epoch 1/3: loss 2.3" in line and "|" in line for line in lines)

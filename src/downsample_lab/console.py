@@ -7,12 +7,18 @@ has the parameters and FLOPs (``torch.utils.flop_counter``), so Lightning's summ
 (``enable_model_summary=False`` in :func:`downsample_lab.engine.trainer.build_trainer`), its INFO messages are dropped
 and its warnings kept; a deprecation warning that Lightning itself triggers inside ``torch.utils._pytree`` is
 dropped too. The progress bar is :class:`downsample_lab.engine.callbacks.ProgressBar`.
+
+The bar and the log never share a line: the console's log handler (:class:`BarSafeHandler`, set in
+``configs/hydra/default.yaml``) and the run's closing messages (:func:`write`) go through ``tqdm.write``, which
+lifts a bar being drawn, prints the line and draws the bar again below it.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
+from typing import TextIO
 
 # Warnings about Lightning's own code, not ours: nothing a user can act on; or said in the project's words
 # (the logging interval longer than an epoch: downsample_lab.engine.callbacks.EpochSummary).
@@ -28,3 +34,21 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in _LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+
+
+def write(text: str, file: TextIO | None = None) -> None:
+    """Print ``text`` on its own line(s) of ``file`` (stderr), above a progress bar that may be drawn there."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=file or sys.stderr)
+    (file or sys.stderr).flush()
+
+
+class BarSafeHandler(logging.StreamHandler):
+    """The console's log handler: each record on its own line, above a progress bar that may be drawn."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write(self.format(record), self.stream)
+        except Exception:  # as logging.StreamHandler does: a broken console must not stop the run
+            self.handleError(record)

@@ -3,6 +3,7 @@ throughput (``acc_vs_throughput.png``), drawn with matplotlib's object API (no p
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,10 +36,20 @@ def _finish(fig: Any, ax: Any, path: Path, ylabel: str, title: str) -> Any:
     return fig
 
 
+def short_labels(labels: Sequence[str]) -> list[str]:
+    """Legend labels without the keys' groups where the key's last part names it alone among the labels:
+    ``downsample=conv, lr=5.75`` for ``model.downsample=conv, optim.lr=5.75``; one line each for a few keys."""
+    keys = {k for label in labels for k in re.findall(r"([\w.]+)=", label)}
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    unique = {k for k in keys if last.count(k.rsplit(".", 1)[-1]) == 1}
+    return [re.sub(r"([\w.]+)=", lambda m: (m[1].rsplit(".", 1)[-1] if m[1] in unique else m[1]) + "=", label)
+            for label in labels]  # fmt: skip
+
+
 def _legend(fig: Any, ax: Any) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        labels = ["\n".join(textwrap.wrap(label, 100)) for label in labels]
+        labels = ["\n".join(textwrap.wrap(label, 100)) for label in short_labels(labels)]
         fig.legend(handles, labels, loc="outside lower center", fontsize="small", frameon=False)
 
 

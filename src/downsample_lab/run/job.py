@@ -18,6 +18,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from downsample_lab import console
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.run import status
 from downsample_lab.run.resume import resume_advice, shown
@@ -49,11 +50,6 @@ def write_status(directory: Path, state: str, **info: Any) -> None:
         status.write_status(directory, state, **info)
 
 
-def read_status(directory: Path) -> dict[str, Any]:
-    """The run's ``status.json`` as a dict; empty when there is none (or it cannot be read)."""
-    return status.read_status(directory)[0] or {}
-
-
 class JobError(UserError, CompactHydraException):
     """A user error inside a multirun job: Hydra prints its one sentence, not a traceback, at the sweep's end."""
 
@@ -65,7 +61,7 @@ def _reason(err: BaseException) -> str:
 
 def _report_stop(directory: Path, what: str, advice: str) -> None:
     if _rank_zero():
-        print(f"Run {shown(directory)} {what}; {advice}", file=sys.stderr, flush=True)
+        console.write(f"Run {shown(directory)} {what}; {advice}")  # above the bar, not glued onto it
 
 
 def run_task(
@@ -86,7 +82,7 @@ def run_task(
     directory and the command that continues it, which ``status.json`` keeps too.
     """
     directory = run_dir()
-    previous = read_status(directory)
+    previous = status.status_of(directory)
     if skip_completed and previous.get("status") == "completed":
         log.info("%s completed before: returning its saved metrics without training.", directory)
         metrics = previous.get("metrics", {})
@@ -154,16 +150,16 @@ def _share_machine(jobs: int) -> None:
     sweep (this job's log lines go to its train.log only, and it prints one line when it ends)."""
     import torch
 
-    from downsample_lab.console import quiet_libraries
-
-    quiet_libraries()  # a worker process of the pool: cli.run did this in the sweep's process only
+    console.quiet_libraries()  # a worker process of the pool: argv.run did this in the sweep's process only
     torch.set_num_threads(max(1, cpu_count() // jobs))
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C reaches every process of the terminal's group; the sweep stops the pool (downsample_lab.launcher)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if type(handler) is logging.StreamHandler:  # the console; FileHandler (train.log) is a subclass
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+            handler, logging.FileHandler
+        ):  # console
             root.removeHandler(handler)
     log.info(
         "One of %d jobs running at once (hydra/launcher=parallel): %d torch threads.",

@@ -40,3 +40,8 @@ def read_status(directory: Path) -> tuple[dict[str, Any] | None, str]:
     except (OSError, ValueError) as err:
         return None, f"{STATUS_FILE} unreadable ({err})"
     return (record, "") if isinstance(record, dict) else (None, f"{STATUS_FILE} is not a JSON object")
+
+
+def status_of(directory: Path) -> dict[str, Any]:
+    """The run's ``status.json`` as a dict; empty when there is none or it cannot be read."""
+    return read_status(directory)[0] or {}

@@ -14,14 +14,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.run.resume import sweep_resume_command
-from downsample_lab.run.status import INTERRUPTED, read_status, write_status
+from downsample_lab.run.status import INTERRUPTED, status_of, write_status
 from downsample_lab.run.sweep import planned_jobs
 from downsample_lab.run.times import add_up
 from downsample_lab.run.times import describe as describe_times
-
-
-def _status(job: Path) -> dict[str, Any]:
-    return read_status(job)[0] or {}
 
 
 def sweep_summary(
@@ -37,7 +33,7 @@ def sweep_summary(
     """
     jobs = []
     for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else [], key=_job_number):
-        status = _status(job)
+        status = status_of(job)
         if status and _job_number(job) >= 0:
             overrides = _overrides(job)
             jobs.append((job, status, overrides))
@@ -100,7 +96,7 @@ def mark_stopped(sweep_dir: Path) -> int:
     """Record every job of ``sweep_dir`` still marked running as stopped; returns how many there were."""
     count = 0
     for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else []):
-        if _job_number(job) >= 0 and _status(job).get("status") == "running":
+        if _job_number(job) >= 0 and status_of(job).get("status") == "running":
             write_status(job, INTERRUPTED, error="the sweep stopped while it ran")
             count += 1
     return count
