@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from downsample_lab.report.read import ABSENT, DASH, Run, canonical, runs_frame, value_text
 from downsample_lab.study import ARM_KEY, BASELINE, BOOKKEEPING_KEYS
@@ -151,6 +150,8 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
 
 def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, float]:
     """Mean, sample std (ddof=1) and the t-distribution confidence interval; std and CI are NaN for n < 2."""
+    import scipy.stats  # here: scipy takes half a second to import, --help none
+
     x = np.asarray(values, dtype=float)
     if len(x) == 0:
         return (math.nan,) * 4
@@ -169,6 +170,8 @@ def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[floa
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided Welch's t-test p-value of ``a`` against ``b``; NaN when either has fewer than 2 values or neither
     varies."""
+    import scipy.stats  # here: scipy takes half a second to import, --help none
+
     if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
         return math.nan  # (no spread on either side: the t statistic is undefined, not infinite)
     # Nearly identical values (an arm whose seeds all score alike, common in short sweeps) make scipy warn
@@ -186,6 +189,8 @@ def effect(
     The interval and p come from scipy's Welch t-test (unequal variances, Welch–Satterthwaite degrees of
     freedom); all but the difference are NaN when either side has fewer than 2 values or neither varies.
     """
+    import scipy.stats  # here: scipy takes half a second to import, --help none
+
     if len(a) == 0 or len(b) == 0:
         return (math.nan,) * 4
     diff = float(np.mean(a) - np.mean(b))
