@@ -18,6 +18,7 @@ from downsample_lab.config import config_dir
 from downsample_lab.config.keys import groups, options, schema_keys
 from downsample_lab.device import cuda_available
 from downsample_lab.models.names import STRATEGIES
+from downsample_lab.study import ARM_KEY
 
 
 def _shown(value: Any) -> str:
@@ -49,8 +50,8 @@ def render_help(config_name: str, schema: type, overrides: list[str], width: int
     width = width or min(120, max(80, shutil.get_terminal_size((120, 24)).columns))
     texts = OmegaConf.load(config_dir() / "hydra" / "help" / f"{config_name}.yaml")
     lines = [str(texts.header).replace("$$", "$"), ""]
-    if any(k.name in ("model.downsample", "bench.strategies") for k in schema_keys(schema)):
-        where = "bench.strategies=[<name>,...]" if config_name == "bench" else "model.downsample=<name>"
+    if any(k.name in (ARM_KEY, "bench.strategies") for k in schema_keys(schema)):
+        where = "bench.strategies=[<name>,...]" if config_name == "bench" else f"{ARM_KEY}=<name>"
         lines += [f"== Downsampling strategies: {where} (model=cnn and model=fast) =="]
         lines += [f"{name:<9} {text}" for name, text in STRATEGIES.items()] + [""]
     lines += ["== Config groups: group=option =="]

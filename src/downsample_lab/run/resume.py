@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from downsample_lab import compat
 from downsample_lab.config import plain
 from downsample_lab.errors import ConfigError, UserError
-from downsample_lab.run.sweep import launcher_overrides
+from downsample_lab.run.sweep import SWEEP_RECORD, launcher_overrides
 from downsample_lab.study import BOOKKEEPING_KEYS, flatten_text
 
 log = logging.getLogger("downsample_lab")
@@ -60,7 +60,7 @@ def saved_overrides(directory: Path, multirun: bool) -> list[str] | None:
     """The task overrides a run (``.hydra/overrides.yaml``) or a sweep (``multirun.yaml``) was started with."""
     try:
         if multirun:
-            return [str(o) for o in OmegaConf.load(directory / "multirun.yaml").hydra.overrides.task]
+            return [str(o) for o in OmegaConf.load(directory / SWEEP_RECORD).hydra.overrides.task]
         return [str(o) for o in OmegaConf.load(directory / ".hydra" / "overrides.yaml")]
     except Exception:  # no such file, or not a run's: resume_point says what is missing
         return None
@@ -83,7 +83,7 @@ def check_resume_target(directory: str | None, where: str, multirun: bool, overr
         raise ConfigError(
             f"resume=true but {where}={directory} does not exist; pass the directory of the {what} to continue"
         )
-    markers = ("multirun.yaml",) if multirun else (".hydra", "status.json", "checkpoints")
+    markers = (SWEEP_RECORD,) if multirun else (".hydra", "status.json", "checkpoints")
     if not any((path / m).exists() for m in markers):
         raise ConfigError(
             f"resume=true but {directory} holds no {what} (no {' or '.join(markers)}); pass the directory of "
@@ -102,7 +102,7 @@ def sweep_record(argv: list[str]) -> Path | None:
     if not any(o.key_or_group == "resume" and is_true(o.value()) for o in overrides):
         return None
     directory = next((str(o.value()) for o in overrides if o.key_or_group == "hydra.sweep.dir"), None)
-    path = Path(directory).expanduser() / "multirun.yaml" if directory else None
+    path = Path(directory).expanduser() / SWEEP_RECORD if directory else None
     return path if path is not None and path.is_file() else None
 
 

@@ -122,17 +122,25 @@ def planned_jobs(hydra_cfg: Any) -> int | None:
     return n
 
 
+SWEEP_RECORD = "multirun.yaml"
+
+
+def varying_keys(sweep_dir: Path | str) -> list[str]:
+    """The keys and config groups the sweep of ``sweep_dir`` varies, from the record Hydra writes there before its
+    first job (``multirun.yaml``: a job's own Hydra config holds only its own values). Raises when unreadable."""
+    sweep = OmegaConf.load(Path(str(sweep_dir)) / SWEEP_RECORD).hydra
+    return [o.key_or_group for o in sweep_overrides(sweep)]
+
+
 def swept_overrides() -> list[str]:
-    """The keys and config groups the current sweep varies, from its ``multirun.yaml`` (a job's own Hydra config
-    holds only its own values); empty outside a multirun, or where the file cannot be read."""
+    """:func:`varying_keys` of the current sweep; empty outside a multirun, or where its record cannot be read."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return []
     try:
-        sweep = OmegaConf.load(Path(HydraConfig.get().sweep.dir) / "multirun.yaml").hydra
-        return [o.key_or_group for o in sweep_overrides(sweep)]
+        return varying_keys(HydraConfig.get().sweep.dir)
     except Exception as err:  # a damaged or foreign file: the HParams' always-differing keys still lead
         log.debug("Could not read the sweep's overrides: %s", err)
         return []
@@ -155,8 +163,7 @@ def job_dirname(*, _root_: DictConfig) -> str:
 
     hydra_cfg = _root_.hydra
     try:
-        sweep = OmegaConf.load(Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml").hydra
-        varying = [o.key_or_group for o in sweep_overrides(sweep)]
+        varying = varying_keys(hydra_cfg.sweep.dir)
     except Exception:  # no multirun.yaml: name the job by all of its overrides
         varying = None
     own = OverridesParser.create().parse_overrides([str(o) for o in hydra_cfg.overrides.task])
