@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fair study at GPU scale (README, "The fair study") on a machine with one CUDA GPU:
+# The fair study at GPU scale (docs/studies.md, "The fair study") on a machine with one CUDA GPU:
 #   scripts/gpu_fair.sh OUT_DIR CIFAR10_FOLDER [SECONDS]
 # Runs scripts/reproduce_ablation.sh fair (27 tuning runs, the selection, 9 arms x 10 fresh seeds, the reports)
 # into STUDY_DIR (default /tmp/fair-study), stopped with Ctrl-C's signal after SECONDS (default: no limit), and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The strong-regime GPU figures of the README ("Results") on a machine with one CUDA GPU:
+# The strong-regime GPU figures of docs/results.md on a machine with one CUDA GPU:
 #   scripts/gpu_fast.sh OUT_DIR CIFAR10_FOLDER [SWEEP_SECONDS]
 # A one-epoch smoke run of experiment=fast, then experiment=ablation_fast (9 arms x 10 seeds), cut after
 # SWEEP_SECONDS (default: no limit), then the report of what completed. OUT_DIR receives sweep.log, jobs.json

@@ -1,7 +1,7 @@
 """The bench's overhead mode (``--config-name bench_overhead``): the figure of the host work per step.
 
 Speed is not asserted; the test checks that the mode runs as documented (tiny model, batch 8, fp32, one thread)
-and reports the host CPU time per step of both paths, from which the README's "host µs" columns come.
+and reports the host CPU time per step of both paths, from which docs/BENCHMARKS.md's "host µs" columns come.
 """
 
 from __future__ import annotations

@@ -13,14 +13,15 @@ from omegaconf import open_dict, read_write
 from downsample_lab.config import EvalConfig, ShapesConfig, TrainConfig, validate
 from downsample_lab.device import check_accelerator
 from downsample_lab.errors import ConfigError
-from downsample_lab.run import argv as cli
+from downsample_lab.run import argv as run_argv
+from downsample_lab.run import ddp
 from downsample_lab.run.job import run_task
 
 from .conftest import compose_config, run_cli
 
 
 def _argv(*overrides: str, name: str = "train", schema: type = TrainConfig) -> list[str]:
-    return cli.prepare_argv(["prog", *overrides], name, schema)
+    return run_argv.prepare_argv(["prog", *overrides], name, schema)
 
 
 @pytest.mark.parametrize(
@@ -127,21 +128,25 @@ def test_a_bad_last_value_of_a_sweep_stops_it_before_the_first_job(tmp_path):
 )  # fmt: skip
 def test_every_job_of_a_sweep_is_validated_before_the_first_starts(overrides, message):
     with pytest.raises(ConfigError, match=message) as info:
-        cli.check_multirun(["prog", "-m", *overrides], "train", TrainConfig)
+        run_argv.check_multirun(["prog", "-m", *overrides], "train", TrainConfig)
     assert "\n" not in str(info.value)
 
 
 def test_a_valid_sweep_checks_each_job_and_a_single_run_is_left_to_itself():
     tune = ["experiment=fair_cpu_tune", "data.source=synthetic"]
-    assert cli.check_multirun(["prog", "-m", *tune], "train", TrainConfig) == 27  # 9 arms x 3 lrs x seed 100
-    assert cli.check_multirun(["prog", "-m", "seed=0"], "train", TrainConfig) == 0
-    assert cli.check_multirun(["prog", "model.downsample=strided"], "train", TrainConfig) == 0  # not -m
-    assert cli.check_multirun(["prog", "-m", "seed=range(0,3)"], "train", TrainConfig) == 3
+    assert (
+        run_argv.check_multirun(["prog", "-m", *tune], "train", TrainConfig) == 27
+    )  # 9 arms x 3 lrs x seed 100
+    assert run_argv.check_multirun(["prog", "-m", "seed=0"], "train", TrainConfig) == 0
+    assert run_argv.check_multirun(["prog", "model.downsample=strided"], "train", TrainConfig) == 0  # not -m
+    assert run_argv.check_multirun(["prog", "-m", "seed=range(0,3)"], "train", TrainConfig) == 3
     with pytest.raises(ConfigError, match=r"^job 0 of the sweep \(seed=0\): eval.shift_images has no value"):
-        cli.check_multirun(["prog", "-m", "seed=0,1", "~eval.shift_images"], "train", TrainConfig)  # as a run
+        run_argv.check_multirun(
+            ["prog", "-m", "seed=0,1", "~eval.shift_images"], "train", TrainConfig
+        )  # as a run
     # a resumed sweep skips its completed jobs: the others are checked as they start
     resumed = ["prog", "-m", "resume=true", "model.downsample=strided,conv"]
-    assert cli.check_multirun(resumed, "train", TrainConfig) == 0
+    assert run_argv.check_multirun(resumed, "train", TrainConfig) == 0
 
 
 def test_a_typo_exits_2_with_one_line_and_creates_no_run(tmp_path):
@@ -258,7 +263,7 @@ def test_resume_command_quotes_a_directory_hydra_could_not_parse(tmp_path, tiny_
 
 def test_die_with_parent_does_nothing_outside_a_ddp_worker(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    cli.die_with_parent()  # returns; a worker's half is tested with real processes in test_distributed.py
+    ddp.die_with_parent()  # returns; a worker's half is tested with real processes in test_distributed.py
 
 
 def test_records_subdir_is_kept_for_a_resumed_run(tmp_path):

@@ -1,4 +1,4 @@
-"""downsample_lab.run.status: the run-directory bookkeeping that entry, train and report share."""
+"""downsample_lab.run.status: the run-directory bookkeeping that run.job, train and report share."""
 
 import json
 import subprocess

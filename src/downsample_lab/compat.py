@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if (
     TYPE_CHECKING
-):  # imported where used: cli.py imports this module, and the command line starts without Lightning
+):  # imported where used: run/argv.py imports this module, and the command line starts without Lightning
     import lightning as L
     import torch
 

@@ -28,7 +28,7 @@ def cuda_available() -> bool:
     """Whether torch can train on a CUDA GPU here: ``torch.cuda.is_available()`` once torch is imported; before
     that, the same question put to the CUDA driver (a torch built with CUDA, and the driver counting at least
     one visible device, as torch's own check does), which answers in milliseconds instead of torch's seconds."""
-    if "torch" in sys.modules:
+    if "torch" in sys.modules or _torch_built_for("hip"):  # ROCm: no cheap probe, ask torch
         import torch
 
         return torch.cuda.is_available()
@@ -37,16 +37,18 @@ def cuda_available() -> bool:
 
 @functools.cache
 def _driver_says_cuda() -> bool:
-    return _torch_built_with_cuda() and _driver_device_count() > 0
+    return _torch_built_for("cuda") and _driver_device_count() > 0
 
 
-def _torch_built_with_cuda() -> bool:
+@functools.cache
+def _torch_built_for(platform: str) -> bool:
+    # torch/version.py records the build: cuda = '13.0' (or None), hip = '6.4...' (or None)
     spec = importlib.util.find_spec("torch")
     if spec is None or spec.origin is None:
         return False
     version = Path(spec.origin).with_name("version.py")
     text = version.read_text() if version.is_file() else ""
-    return re.search(r"^cuda\b.*=\s*['\"]\d", text, re.M) is not None
+    return re.search(rf"^{platform}\b.*=\s*['\"]\d", text, re.M) is not None
 
 
 def _driver_device_count() -> int:
@@ -86,8 +88,8 @@ def check_accelerator(t: DictConfig) -> None:
     """
     if t.accelerator in ("gpu", "cuda") and not cuda_available():
         raise ConfigError(
-            f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and torch sees none "
-            "on this machine; use trainer=cpu, or run where torch.cuda.is_available() is true"
+            f"trainer.accelerator={t.accelerator} (trainer=gpu, trainer=ddp) needs a CUDA GPU and this machine has "
+            "none; use trainer=cpu, or run where torch.cuda.is_available() is true"
         )
 
 

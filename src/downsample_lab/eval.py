@@ -98,7 +98,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = CIFAR10DataModule(data, channels_last=model.model_cfg.channels_last, seed=cfg.seed)
     out = run_dir()
     logger = tensorboard_logger(out, f"eval,{Path(cfg.ckpt_path).stem}")
-    use_hydra_job_command()  # DDP workers re-run this job, not the command line's whole sweep
+    use_hydra_job_command(
+        "downsample_lab.eval"
+    )  # DDP workers re-run this job, not the command line's whole sweep
     trainer = build_trainer(
         cfg.trainer, run_dir=out, callbacks=[], logger=logger, progress_bar=concurrent_jobs() == 1
     )

@@ -117,7 +117,9 @@ def train_job(run: Prepared) -> tuple[dict[str, float], dict[str, Any]]:
              cfg.model.compile)  # fmt: skip
 
     callbacks = [*fit_callbacks(cfg, out / "checkpoints"), clock]
-    use_hydra_job_command()  # DDP workers re-run this job, not the command line's whole sweep
+    use_hydra_job_command(
+        "downsample_lab.train"
+    )  # DDP workers re-run this job, not the command line's whole sweep
     # A resumed run continues the same TensorBoard run (same directory and name) from the checkpoint's step.
     logger = tensorboard_logger(out, run_name(cfg), purge_step=resume[1] if resume else None)
     trainer = build_trainer(

@@ -2,7 +2,7 @@
 
 Over the in-memory uint8 training tensor: slices of a seeded permutation, batched crop/flip and normalisation,
 forward and loss in the context Lightning's precision plugin gives a training step, backward, optimiser step
-and LR-schedule step. It does the same work per step as the Lightning path (``interleave.run_lightning``): for
+and LR-schedule step. It does the same work per step as the Lightning path (``bench.lightning.run_lightning``): for
 the same config the two paths' losses agree step for step.
 """
 

@@ -107,11 +107,13 @@ def _structured(schema: type) -> DictConfig:
 
 
 def validate(cfg: DictConfig, schema: type = TrainConfig, *updates: DictConfig) -> DictConfig:
-    """Check ``cfg`` against ``schema`` (types, choices) and the value rules of :mod:`config_rules`; return the
+    """Check ``cfg`` against ``schema`` (types, choices) and the value rules (:func:`check` here, ``check_model``/``check_data``/``check_optim`` of the domains); return the
     typed config or raise ConfigError. ``updates`` are merged over ``cfg`` first (a sweep job's values)."""
     try:
         node = OmegaConf.merge(_structured(schema), cfg, *updates)  # (merge copies the schema's node)
-        OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
+        # resolved in place: every ${...} (the device-dependent defaults) keeps the value it was checked with
+        OmegaConf.resolve(node)
+        OmegaConf.to_container(node, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise _schema_error(err, schema) from None
     check(node)

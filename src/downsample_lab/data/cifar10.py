@@ -132,7 +132,7 @@ class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 (or a stand-in) held in memory as uint8; augmented batched on the training device.
 
     Args:
-        data: the ``data`` config group (:class:`~downsample_lab.config.DataConfig`; the README's table).
+        data: the ``data`` config group (:class:`~downsample_lab.data.config.DataConfig`; docs/configuration.md).
         channels_last: ``model.channels_last``: the normalised batches are laid out as the model expects them.
         seed: the run's seed; it orders the training batches.
     """

@@ -327,7 +327,8 @@ class EpochSummary(L.Callback):
             return
         metrics = trainer.callback_metrics
         parts = [fmt.format(float(metrics[key])) for key, fmt in _EPOCH_LINE if key in metrics]
-        log.info("Epoch %d/%d: %s", self._pending + 1, trainer.max_epochs, ", ".join(parts))
+        of = f"/{trainer.max_epochs}" if trainer.max_epochs > 0 else ""  # -1: steps only (the bench)
+        log.info("Epoch %d%s: %s", self._pending + 1, of, ", ".join(parts))
         self._pending = None
 
 

@@ -26,15 +26,15 @@ from downsample_lab.optim.lookahead import Lookahead
 
 
 class Classifier(L.LightningModule):
-    """CIFAR-10 classifier around the network of the ``model`` group (:func:`~downsample_lab.models.build_model`).
+    """CIFAR-10 classifier around the network of the ``model`` group (:func:`~downsample_lab.models.factory.build_model`).
 
     Args:
-        model: the ``model`` config group (a :class:`~downsample_lab.config.ModelConfig`, or the plain dict a
+        model: the ``model`` config group (a :class:`~downsample_lab.models.config.ModelConfig`, or the plain dict a
             checkpoint saved: checkpoints keep plain values, so ``eval`` rebuilds the model from them).
-        optim: the ``optim`` config group (:class:`~downsample_lab.config.OptimConfig`, or its plain dict).
+        optim: the ``optim`` config group (:class:`~downsample_lab.optim.config.OptimConfig`, or its plain dict).
         max_shift: ``eval.max_shift``, the largest shift (pixels) of the test-time shift-consistency check and of
             the shift-robustness curves; 0 turns both off.
-        tta_level: ``eval.tta_level``: 0, or log ``test/acc_tta`` with test-time augmentation 1 or 2 (:mod:`tta`).
+        tta_level: ``eval.tta_level``: 0, or log ``test/acc_tta`` with test-time augmentation 1 or 2 (:func:`~downsample_lab.engine.testtime.tta_logits`).
         shift_images: ``eval.shift_images``: about this many test images get the shift-robustness curves
             (:class:`~downsample_lab.engine.testtime.ShiftCurves`, shifts 0…``max_shift``); 0 turns them off.
         batch_size: ``data.batch_size``, the global batch; needed by ``optim.decoupled`` (weight decay per 1024

@@ -96,7 +96,7 @@ def describe_model(model_cfg: ModelConfig) -> str:
 
 
 def build_model(model_cfg: ModelConfig) -> nn.Module:
-    """The network of the ``model`` config group (a :class:`~downsample_lab.config.ModelConfig`)."""
+    """The network of the ``model`` config group (a :class:`~downsample_lab.models.config.ModelConfig`)."""
     m = model_cfg
     if m.name == "cnn":
         return _cnn(m, effective_widths(m))

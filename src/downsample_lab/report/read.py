@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from downsample_lab.run import status as run_dirs
+from downsample_lab.run import status as run_status
 from downsample_lab.study import flatten
 
 # Scalar tags written by train.py (Classifier, EpochThroughput).
@@ -40,7 +40,7 @@ SHIFT_PREFIX = (
 )
 
 NOT_STARTED = "not started"  # the status of a run that failed before its TensorBoard run existed
-INTERRUPTED = run_dirs.INTERRUPTED  # stopped by Ctrl-C or SIGTERM (status.json), resumable
+INTERRUPTED = run_status.INTERRUPTED  # stopped by Ctrl-C or SIGTERM (status.json), resumable
 DEGENERATE = "degenerate"  # the status of a completed run whose model collapsed (see degenerate_reason)
 DASH = "—"  # the text of a number or value that is not defined
 ABSENT = "(unset)"  # the value of a key that a run's config does not have (e.g. a key added later)
@@ -240,7 +240,7 @@ def load_run(path: Path) -> Run:
 
     Never raises for a broken run: an unreadable file makes the run ``incomplete`` with the reason.
     """
-    record, status_problem = run_dirs.read_status(path)
+    record, status_problem = run_status.read_status(path)
     config = _read_config(path)
     scalars, tb_hparams, tb_problem = pd.DataFrame(columns=["step", "tag", "value"]), {}, ""
     if (path / "tb").is_dir():

@@ -1,7 +1,7 @@
 """Per-arm hyperparameter selection: ``python -m downsample_lab.report.selection TUNE_DIR [--final FINAL_DIR] [--weights
 final|best] [--out DIR]``.
 
-The protocol that keeps an ablation fair when the recipe was tuned for one arm (README, "A fair comparison"):
+The protocol that keeps an ablation fair when the recipe was tuned for one arm (docs/studies.md, "A fair comparison"):
 
 1. a tuning sweep (``experiment=ablation_fast_tune``) runs every arm over a grid of settings (lr, weight decay)
    and a few seeds on the 45,000/5,000 train/validation split;

@@ -128,7 +128,11 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
         ) from None
     check_overrides(overrides, config_name, schema)
     if args.help:
-        _print_help(config_name, schema, [o.input_line for o in overrides if not o.is_hydra_override()])
+        _print_help(
+            config_name,
+            schema,
+            [o.input_line for o in overrides if not (o.is_hydra_override() or o.is_sweep_override())],
+        )
     _check_launcher_overrides(overrides)
     if args.cfg and args.multirun:
         shown = " ".join(o.input_line for o in overrides if not o.is_sweep_override())

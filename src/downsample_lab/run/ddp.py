@@ -57,7 +57,7 @@ def _hydra_job_command(local_rank: int) -> tuple[list[str], str]:
     import __main__
 
     hydra_cfg = HydraConfig.get()
-    module = __main__.__spec__.name if __main__.__spec__ is not None else "downsample_lab.train"
+    module = __main__.__spec__.name if __main__.__spec__ is not None else _entry_module
     command = [sys.executable, "-m", module, *hydra_cfg.overrides.task]
     command += [
         # quoted: a sweep job's directory name holds '=' and ',' from its overrides
@@ -68,9 +68,15 @@ def _hydra_job_command(local_rank: int) -> tuple[list[str], str]:
     return command, hydra_cfg.runtime.cwd
 
 
-def use_hydra_job_command() -> None:
+_entry_module = "downsample_lab.train"  # the module a console script (no __main__.__spec__) runs
+
+
+def use_hydra_job_command(module: str) -> None:
     """Make Lightning's DDP launcher start this job's worker processes with :func:`_hydra_job_command` (inside a
-    Hydra job; a no-op outside one). Called where a job builds its Trainer."""
+    Hydra job; a no-op outside one): ``python -m <module>`` (``downsample_lab.train``, ``downsample_lab.eval``).
+    Called where a job builds its Trainer."""
+    global _entry_module
+    _entry_module = module
     if HydraConfig.initialized():
         from downsample_lab import compat
 

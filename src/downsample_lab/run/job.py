@@ -132,8 +132,8 @@ def run_task(
     metrics, extra = result if isinstance(result, tuple) else (result, {})
     write_status(directory, "completed", metrics=metrics, **extra)
     if parallel:
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in JOB_LINE_METRICS if k in metrics)
-        _job_line(directory, "completed" + (f": {shown}" if shown else ""), t0)
+        figures = ", ".join(f"{k} {metrics[k]:.4f}" for k in JOB_LINE_METRICS if k in metrics)
+        _job_line(directory, "completed" + (f": {figures}" if figures else ""), t0)
     return metrics.get(metric) if metric else None
 
 
@@ -153,7 +153,7 @@ def _share_machine(jobs: int) -> None:
     console.quiet_libraries()  # a worker process of the pool: argv.run did this in the sweep's process only
     torch.set_num_threads(max(1, cpu_count() // jobs))
     if threading.current_thread() is threading.main_thread():
-        # Ctrl-C reaches every process of the terminal's group; the sweep stops the pool (downsample_lab.launcher)
+        # Ctrl-C reaches every process of the terminal's group; the sweep's process stops the pool (run.argv.run)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -1,7 +1,7 @@
 """Resuming, in one place: a run or a sweep continued from its directory alone, the checkpoint it continues from
 read and checked once, and the command that goes on after an interruption.
 
-- Before Hydra (:func:`complete_argv`): ``resume=true hydra.run.dir=<run>`` (or ``-m resume=true
+- Before Hydra (:func:`downsample_lab.run.argv.prepare_argv`): ``resume=true hydra.run.dir=<run>`` (or ``-m resume=true
   hydra.sweep.dir=<sweep>``) gets the run's saved overrides (``.hydra/overrides.yaml``, or the sweep's
   ``multirun.yaml``) in front of the command line's; a directory that holds no run is refused, creating nothing.
 - In the job (:func:`resume_point`): the checkpoint is read once (``weights_only=True``) and compared with the

@@ -26,7 +26,7 @@ def sweep_summary(
     """One line for the sweep and one per job that did not complete, from the jobs' ``status.json`` files.
 
     Returns the text (empty when no job has a status) and whether every job completed. ``planned`` is the
-    number of jobs the sweep meant to run (:func:`downsample_lab.run.resolvers.planned_jobs`): jobs without a
+    number of jobs the sweep meant to run (:func:`downsample_lab.run.sweep.planned_jobs`): jobs without a
     directory or status never ran (the sweep was stopped before them), and the summary says how many. A job
     is named by its number and the overrides that set it apart from the other jobs of the sweep. With
     ``elapsed`` (the sweep's wall seconds) a last line adds up where the jobs' time went (their ``times``).

@@ -2,7 +2,7 @@
 
 A job of a sweep pays, besides its training steps, for its start-up (config checks, model and FLOP count,
 Trainer, TensorBoard), the data and the whitening stem, Lightning's sanity check, each validation pass, the
-checkpoint writes, the test (with TTA, consistency and the shift curves) and the end of ``fit``. :class:`JobTimes`
+checkpoint writes, the test (with TTA, consistency and the shift curves) and the end of ``fit``. :class:`~downsample_lab.run.clock.JobTimes`
 (:mod:`downsample_lab.run.clock`) is a Lightning callback and a stopwatch that splits the job's wall time into
 these phases; ``train`` writes the split to ``train.log`` and to ``status.json`` (``times``), and a sweep's closing
 summary adds them up over its jobs (:func:`describe`, :func:`add_up`: torch-free, here).
