@@ -111,9 +111,9 @@ def validate(cfg: DictConfig, schema: type = TrainConfig, *updates: DictConfig) 
     typed config or raise ConfigError. ``updates`` are merged over ``cfg`` first (a sweep job's values)."""
     try:
         node = OmegaConf.merge(_structured(schema), cfg, *updates)  # (merge copies the schema's node)
+        OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
         # resolved in place: every ${...} (the device-dependent defaults) keeps the value it was checked with
         OmegaConf.resolve(node)
-        OmegaConf.to_container(node, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise _schema_error(err, schema) from None
     check(node)

@@ -25,6 +25,7 @@ from downsample_lab import compat
 from downsample_lab.config import config_dir
 from downsample_lab.config import keys as config_keys
 from downsample_lab.errors import ConfigError, UserError, did_you_mean, exit_with_error
+from downsample_lab.run import resolvers
 from downsample_lab.run.ddp import LAUNCHER_PID_ENV, die_with_parent
 from downsample_lab.run.resume import (
     check_resume_target,
@@ -195,6 +196,7 @@ def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
         return 0  # a resumed sweep: its completed jobs are skipped, the others checked as they start
     from downsample_lab.run.sweep import check_sweep
 
+    resolvers.register()  # the YAML's resolvers, for composing each job
     return check_sweep(args.overrides, config_name, schema)
 
 
