@@ -184,8 +184,11 @@ def test_gpu_trainer_without_a_gpu_is_one_sentence(trainer):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_ddp_trainer_without_a_gpu_exits_2_without_traceback(tmp_path):
-    result = run_cli("train", "trainer=ddp", f"hydra.run.dir={tmp_path / 'run'}")
+@pytest.mark.parametrize(
+    ("tool", "args"), [("train", ["trainer=ddp"]), ("eval", ["ckpt_path=x.ckpt", "trainer=gpu"]), ("bench", ["trainer=gpu"])]
+)  # fmt: skip
+def test_a_gpu_trainer_without_a_gpu_exits_2_without_traceback(tmp_path, tool, args):
+    result = run_cli(tool, *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu")
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from downsample_lab.config import EvalConfig, config_dir, validate
 from downsample_lab.console import quiet_libraries
 from downsample_lab.data.config import DataConfig
+from downsample_lab.device import check_accelerator
 from downsample_lab.errors import UserError
 from downsample_lab.run import argv, resolvers
 from downsample_lab.run.ddp import distributed_job, use_hydra_job_command
@@ -84,6 +85,7 @@ def data_from_checkpoint(cfg: DictConfig, saved: dict[str, Any] | None) -> DictC
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
     cfg = validate(cfg, EvalConfig)
+    check_accelerator(cfg.trainer)
     import lightning as L  # once the config is valid: --help and a typo answer without it
 
     from downsample_lab.data import CIFAR10DataModule

@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.config import BenchConfig, config_dir, plain, validate
 from downsample_lab.console import quiet_libraries
-from downsample_lab.device import resolve_precision, uses_cuda
+from downsample_lab.device import check_accelerator, resolve_precision, uses_cuda
 from downsample_lab.errors import ConfigError
 from downsample_lab.run import argv, resolvers
 from downsample_lab.run.ddp import distributed_job
@@ -76,6 +76,7 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
     here (one device, a precision both paths run alike); return it typed or raise ConfigError."""
     cfg = validate(cfg, BenchConfig)
     t = cfg.trainer
+    check_accelerator(t)
     if cfg.model.name != "cnn":
         raise ConfigError(
             f"model.name={cfg.model.name} is not valid for the bench; bench.strategies are model.downsample "

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from downsample_lab.config import plain
 from downsample_lab.console import quiet_libraries
-from downsample_lab.device import check_accelerator, describe_device, resolve_precision
+from downsample_lab.device import describe_device, resolve_precision
 from downsample_lab.engine.callbacks import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ def build_trainer(
 
     ``progress_bar=False`` keeps the bar off whatever ``trainer.enable_progress_bar`` says (the jobs of a parallel
     sweep, whose bars would overwrite each other)."""
-    check_accelerator(trainer_cfg)
     kwargs = plain(trainer_cfg)
     kwargs["precision"], why = resolve_precision(trainer_cfg)
     log.info("Device %s; precision %s (%s).", describe_device(trainer_cfg), kwargs["precision"], why)
