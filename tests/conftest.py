@@ -145,4 +145,3 @@ def cifar10_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(CIFAR_ARCHIVE) as tar:
         tar.extractall(target, filter="data")
     return target / "cifar10-jpeg"
-
