@@ -5,7 +5,7 @@ any: once, before the run's record is touched) → seed → data → model → c
 test on the best checkpoint → return ``val/acc_best`` (the metric a Hydra sweeper would optimise).
 
 Lightning, torch and the model code are imported inside :func:`train_job`, once the config is valid: ``--help``
-and a typo answer before any of them is loaded (docs/BENCHMARKS.md, "Start-up").
+and a typo answer before any of them is loaded (docs/BENCHMARKS.md, "Start-up after the floor plan").
 """
 
 from __future__ import annotations
