@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -80,3 +81,12 @@ def test_shapes_shows_stride_and_padding_and_explains_the_missing_bias():
     stem = next(line for line in text.splitlines() if line.startswith("stem.0"))
     assert stem.split()[3:5] == ["1", "1"]
     assert BIAS_NOTE in text and "BatchNorm" in BIAS_NOTE
+
+
+@pytest.mark.parametrize("tool", ["train", "eval", "bench"])
+def test_each_tool_writes_its_runs_under_its_own_name(tool):
+    result = run_cli(tool, "--cfg", "hydra", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # runs go to outputs/${hydra.job.name}/<time>/ (configs/hydra/default.yaml); bench/main.py is still "bench"
+    assert "    dir: outputs/${hydra.job.name}/" in result.stdout
+    assert re.search(rf"^  job:\n    name: {tool}$", result.stdout, re.M), result.stdout[:600]

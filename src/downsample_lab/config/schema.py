@@ -69,7 +69,7 @@ class TrainerConfig:
     early; Lightning's default is 2); `-1` = all
     """
     fast_dev_run: Any = MISSING  # bool or a number of batches
-    """one batch of each stage, nothing written: a smoke test"""
+    """one batch of each stage and no checkpoints: a smoke test (the run's log and status are still written)"""
     limit_train_batches: Any = MISSING  # null, a fraction (float) or a number of batches (int)
     """a fraction or a number of batches"""
     limit_val_batches: Any = MISSING
