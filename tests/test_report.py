@@ -694,3 +694,21 @@ def test_legends_name_a_key_by_its_last_part_where_that_is_unambiguous():
         "downsample=conv, lr=5.75, model.name=cnn",
         "downsample=maxpool, lr=23, optim.name=sgd",
     ]
+
+
+def test_an_arm_whose_runs_all_collapsed_keeps_its_name_and_is_no_one_s_baseline(tmp_path, base_cfg, capsys):
+    # every max-pool run at chance: conv and avgpool keep their labels and are compared with nothing in its place
+    write_seeds(tmp_path, base_cfg, [0.10, 0.10, 0.10], downsample="maxpool")
+    write_seeds(tmp_path, base_cfg, [0.84, 0.83, 0.86], downsample="conv")
+    write_seeds(tmp_path, base_cfg, [0.70, 0.72, 0.71], downsample="avgpool")
+    rep = report.build_report(tmp_path, tmp_path / "out")
+    assert rep.keys == ["model.downsample"]
+    assert [a.label for a in rep.arms] == ["model.downsample=avgpool", "model.downsample=conv"]
+    assert all(a.baseline is None for a in rep.arms)
+    assert rep.results["welch_p_diff"].isna().all() and rep.results["welch_p"].isna().all()
+    assert "**No baseline:** all 3 `model.downsample=maxpool` runs collapsed" in rep.path.read_text()
+
+    only = tmp_path / "only"  # nothing but collapsed runs: the command says so
+    write_seeds(only, base_cfg, [0.10, 0.10], downsample="maxpool")
+    report.main([str(only), "--out", str(tmp_path / "o")])
+    assert "All 2 completed runs collapsed (degenerate): nothing to compare" in capsys.readouterr().out

@@ -78,7 +78,7 @@ def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = Fa
         flag_degenerate(run, keep_degenerate)
     skipped = [r for r in loaded if not is_training_run(r)]
     arms = group_runs(runs)
-    keys = arm_keys([r for r in runs if r.status == "completed"])
+    keys = arm_keys([r for r in runs if r.status in ("completed", DEGENERATE)])
     results = summarize(arms)
     labels = run_labels(runs, arms)
     shift = shift_summary(arms)
@@ -147,7 +147,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         + (f"; {n_refused} stopped at start-up" if n_refused else "")
         + (f"; {len(rep.skipped)} runs of other tools (eval, bench) skipped" if rep.skipped else "")
     )
-    if rep.table.empty:
+    if rep.table.empty and counts[DEGENERATE]:
+        print(f"All {counts[DEGENERATE]} completed runs collapsed (degenerate): nothing to compare; "
+              "--keep-degenerate counts them.")  # fmt: skip
+    elif rep.table.empty:
         print("No completed run yet: nothing to compare.")
     else:
         print(plain_table(rep.table, CONSOLE_COLUMNS))

@@ -22,7 +22,15 @@ from downsample_lab.report.read import (
     value_text,
 )
 from downsample_lab.report.render import markdown_table, relative
-from downsample_lab.report.stats import HOLM, IGNORED_KEYS, PAPER_KEY, Arm
+from downsample_lab.report.stats import (
+    BASELINE_KEY,
+    BASELINE_VALUE,
+    HOLM,
+    IGNORED_KEYS,
+    PAPER_KEY,
+    Arm,
+    lost_baseline,
+)
 
 
 @dataclass
@@ -75,6 +83,18 @@ def _summary(rep: Report) -> list[str]:
         + f"{sum(r.status in ('running', 'incomplete') for r in started)} running or incomplete "
         f"(listed below, not counted).{apart} Written {time.strftime('%Y-%m-%d %H:%M:%S %z')} by "
         "`python -m downsample_lab.report`.",
+        *_lost_baseline(rep),
+    ]
+
+
+def _lost_baseline(rep: Report) -> list[str]:
+    lost = lost_baseline(rep.runs)
+    if not lost:
+        return []
+    return [
+        "",
+        f"**No baseline:** all {len(lost)} `{BASELINE_KEY}={BASELINE_VALUE}` runs collapsed (degenerate, listed below), "
+        "so no arm is compared with it (no Δ, no p); `--keep-degenerate` counts them.",
     ]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from downsample_lab.report.read import ABSENT, DASH, Run, canonical, runs_frame, value_text
+from downsample_lab.report.read import ABSENT, DASH, DEGENERATE, Run, canonical, runs_frame, value_text
 from downsample_lab.study import ARM_KEY, BASELINE, BOOKKEEPING_KEYS
 
 HOLM = "holm"  # the multiple-comparison correction: Holm–Bonferroni (statsmodels' multipletests)
@@ -116,10 +116,12 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
 
     The baseline of an arm is the max-pool arm (``model.downsample=maxpool``) that agrees with it on every
     other arm key (in a downsample × kernel-size sweep, conv k=5 is tested against maxpool k=5); failing that,
-    the first max-pool arm; when no arm is max-pool, the first arm.
+    the first max-pool arm; when the sweep has no max-pool run, the first arm. When it has some but every one
+    collapsed (degenerate), no arm has a baseline: :func:`lost_baseline` says so. The keys that tell arms apart
+    come from the degenerate runs too, so an arm whose every run collapsed still names the others as they are.
     """
     done = [r for r in runs if r.status == "completed"]
-    keys = arm_keys(done)
+    keys = arm_keys([r for r in runs if r.status in ("completed", DEGENERATE)])
     groups: dict[tuple, list[Run]] = {}
     for run in done:
         groups.setdefault(tuple(canonical(arm_value(run.hparams, k)) for k in keys), []).append(run)
@@ -130,6 +132,8 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
     arms.sort(key=lambda a: arm_order(a.values, keys))
 
     pools = [a for a in arms if is_baseline(a.values)]
+    if not pools and lost_baseline(runs):
+        return arms  # nothing to test against: not another arm in its place
     for arm in arms:
         if is_baseline(arm.values) or (not pools and arm is arms[0]):
             continue
@@ -142,6 +146,16 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
         ]
         arm.baseline = (matched or pools)[0]
     return arms
+
+
+def lost_baseline(runs: Sequence[Run]) -> list[Run]:
+    """The max-pool runs of a sweep none of whose max-pool runs is counted (every one degenerate); else []."""
+    pool = [
+        r
+        for r in runs
+        if r.status in ("completed", DEGENERATE) and r.hparams.get(BASELINE_KEY) == BASELINE_VALUE
+    ]
+    return pool if pool and all(r.status == DEGENERATE for r in pool) else []
 
 
 # ----------------------------------------------------------------------------------------------------------
