@@ -24,6 +24,12 @@ from downsample_lab.models.config import ModelConfig
 from downsample_lab.run import resolvers
 
 REPO = Path(__file__).resolve().parents[1]
+
+# With the suite split over one worker per core (pytest-xdist), each worker and the runs it starts compute on one
+# thread: torch's default of one thread per core would put two threads on every core.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 CIFAR_ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 # A run small enough for a unit test: synthetic data, a 2-stage net of width 4-8, a handful of steps.
