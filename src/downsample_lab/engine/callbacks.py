@@ -308,9 +308,10 @@ class EpochSummary(L.Callback):
         steps, every = trainer.num_training_batches, trainer.log_every_n_steps
         if trainer.is_global_zero and isinstance(steps, int) and steps < every:
             log.info(
-                "An epoch has %d steps, fewer than trainer.log_every_n_steps=%d: TensorBoard gets the training "
+                "An epoch has %d step%s, fewer than trainer.log_every_n_steps=%d: TensorBoard gets the training "
                 "loss every %d steps, not every epoch (the epoch lines show each epoch's last); set "
-                "trainer.log_every_n_steps=%d or less for a point per epoch.", steps, every, every, steps,
+                "trainer.log_every_n_steps=%d%s for a point per epoch.", steps, "s"[: steps != 1], every, every,
+                steps, " or less" if steps > 1 else "",
             )  # fmt: skip
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
