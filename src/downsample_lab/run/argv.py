@@ -37,17 +37,13 @@ from downsample_lab.run.resume import (
 
 
 def _schema_keys(schema: type) -> list[str]:
-    def walk(node: Any, prefix: str) -> list[str]:
-        keys = []
-        for key, child in node.items():
-            name = f"{prefix}{key}"
-            keys.append(name)
-            if isinstance(child, dict):
-                keys += walk(child, f"{name}.")
-        return keys
-
-    # plain containers: required keys read as "???" instead of raising, as nodes of the DictConfig would
-    return walk(OmegaConf.to_container(OmegaConf.structured(schema)), "")
+    """Every key a user may set in ``schema``, its groups (``model``) before their keys (``model.name``)."""
+    keys: list[str] = []
+    for key in config_keys.schema_keys(schema):
+        parts = key.name.split(".")
+        keys += [g for g in (".".join(parts[:i]) for i in range(1, len(parts))) if g not in keys]
+        keys.append(key.name)
+    return keys
 
 
 def check_overrides(overrides: list[Any], config_name: str, schema: type) -> None:
