@@ -278,3 +278,12 @@ def test_records_subdir_is_kept_for_a_resumed_run(tmp_path):
     assert records_subdir(str(tmp_path), False) == ".hydra"
     assert records_subdir(str(tmp_path), True) is None
     assert Path(tmp_path / ".hydra" / "config.yaml").read_text() == "seed: 0\n"
+
+
+@pytest.mark.parametrize(
+    "bad", ["model.downsample=maxpol", "optim.lr=-1", "data.source=folder data.root=/nope"]
+)
+def test_a_single_run_with_a_bad_value_exits_2_in_one_line_and_leaves_no_directory(tmp_path, bad):
+    result = run_cli("train", *bad.split(), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert result.stderr.startswith("error: ") and not (tmp_path / "outputs").exists()

@@ -196,6 +196,45 @@ def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
     return check_sweep(args.overrides, config_name, schema)
 
 
+def check_run(argv: list[str], config_name: str, schema: type) -> bool:
+    """For a single run (no ``-m``): compose and validate its config as the run would, before Hydra creates the
+    run's directory, so that a bad value leaves nothing behind (raise ConfigError, the run's own line). Not for a
+    resume (its checks read the run's records) nor for a DDP worker (its launcher checked). Returns whether it
+    checked."""
+    args = compat.hydra_args_parser().parse_args(argv[1:])
+    if args.multirun or args.help or args.hydra_help or args.shell_completion or args.info or args.cfg:
+        return False
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import open_dict
+
+    from downsample_lab.config import validate
+    from downsample_lab.device import check_accelerator
+    from downsample_lab.run.sweep import compose_config
+
+    overrides = OverridesParser.create().parse_overrides(args.overrides)
+    if "LOCAL_RANK" in os.environ or any(
+        o.key_or_group == "resume" and is_true(o.value()) for o in overrides
+    ):
+        return False
+    resolvers.register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose_config(config_name, list(args.overrides))
+    finally:
+        GlobalHydra.instance().clear()
+    HydraConfig.instance().set_config(cfg)  # for the resolvers that read Hydra's node
+    with open_dict(cfg):
+        del cfg.hydra
+    typed = validate(cfg, schema)
+    if "trainer" in typed:
+        check_accelerator(typed.trainer)
+    return True
+
+
 def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
     """Run the ``@hydra.main`` function ``hydra_main`` on the checked and completed command line."""
     die_with_parent()
@@ -207,6 +246,7 @@ def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
     try:
         sys.argv = prepare_argv(sys.argv, config_name, schema)
         check_multirun(sys.argv, config_name, schema)
+        check_run(sys.argv, config_name, schema)
     except UserError as err:
         exit_with_error(err)
     record = sweep_record(sys.argv)

@@ -262,7 +262,7 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
     try:
         with initialize_config_dir(config_dir=str(groups), version_base="1.3"):
             try:
-                base = _compose(config_name, fixed)
+                base = compose_config(config_name, fixed)
             except ConfigError as err:
                 raise ConfigError(f"{err} (no job has started)") from None
             params = OmegaConf.select(base, "hydra.sweeper.params")
@@ -285,7 +285,7 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
                 try:
                     if choice not in composed:
                         # the job's groups (the command line's among them) and the command line's fixed values
-                        cfg = _compose(config_name, [*choice, *shared])
+                        cfg = compose_config(config_name, [*choice, *shared])
                         HydraConfig.instance().set_config(cfg)  # for the resolvers that read Hydra's node
                         local = OmegaConf.select(cfg, "hydra.launcher._target_") in LOCAL_LAUNCHERS
                         with open_dict(cfg):
@@ -311,7 +311,7 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
     return len(jobs)
 
 
-def _compose(name: str, overrides: list[str]) -> DictConfig:
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
     """The config ``name`` with ``overrides`` and Hydra's node; a composition error as one ConfigError line."""
     from hydra import compose
     from hydra.errors import HydraException
