@@ -197,10 +197,11 @@ def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
 
 
 def check_run(argv: list[str], config_name: str, schema: type) -> bool:
-    """For a single run (no ``-m``): compose and validate its config as the run would, before Hydra creates the
-    run's directory, so that a bad value leaves nothing behind (raise ConfigError, the run's own line). Not for a
-    resume (its checks read the run's records) nor for a DDP worker (its launcher checked). Returns whether it
-    checked."""
+    """For a single run (no ``-m``) in a directory of Hydra's choosing: compose and validate its config as the run
+    would, before Hydra creates the directory, so that a bad value leaves no timestamped folder behind (raise
+    ConfigError, the run's own line). Not where ``hydra.run.dir`` names the directory (a scheduler's: the run writes
+    the reason to its status.json), for a resume (its checks read the run's records) nor for a DDP worker (its
+    launcher checked). Returns whether it checked."""
     args = compat.hydra_args_parser().parse_args(argv[1:])
     if args.multirun or args.help or args.hydra_help or args.shell_completion or args.info or args.cfg:
         return False
@@ -219,6 +220,10 @@ def check_run(argv: list[str], config_name: str, schema: type) -> bool:
         o.key_or_group == "resume" and is_true(o.value()) for o in overrides
     ):
         return False
+    if any(o.key_or_group == "hydra.run.dir" for o in overrides):
+        return (
+            False  # a directory named outright (a scheduler's): the run records why it failed in status.json
+        )
     resolvers.register()
     GlobalHydra.instance().clear()
     try:
