@@ -52,6 +52,17 @@ def test_console_shows_our_model_line_and_no_library_noise(trained_run):
     assert "Model: cnn with conv downsampling, kernel 5" in console and "forward FLOPs per image" in console
 
 
+def test_train_loss_lands_at_the_logging_steps_and_is_the_runs_last(trained_run):
+    # train/loss goes to the logger from the module (not through self.log): at the steps where Lightning logs
+    # the lr (every trainer.log_every_n_steps=2 of the 2 x 4 steps), and the run's final train/loss is the last
+    (run,) = (trained_run / "tb").iterdir()
+    scalars = SummaryReader(str(run)).scalars
+    loss, lr = (scalars[scalars.tag == tag] for tag in ("train/loss", "train/lr/weights"))
+    assert loss.step.tolist() == lr.step.tolist() == [1, 3, 5, 7]
+    status = json.loads((trained_run / "status.json").read_text())
+    assert status["metrics"]["train/loss"] == pytest.approx(loss.value.iloc[-1], rel=1e-6)
+
+
 def test_run_directory_holds_config_checkpoints_and_status(trained_run):
     assert (trained_run / ".hydra" / "config.yaml").is_file()
     ckpts = sorted(p.name for p in (trained_run / "checkpoints").iterdir())

@@ -173,13 +173,12 @@ class StopOnNonFiniteLoss(L.Callback):
     """Stops training at a NaN or infinite loss, naming the step and the last checkpoint saved before it.
 
     Lightning's ``detect_anomaly`` checks every backward op and slows training several times. This checks the
-    loss only, and without a host sync per step: every step records the first non-finite loss in tensors on
-    the device (no sync), and they are read only at steps where a sync happens anyway or a checkpoint is about
-    to be written: every ``check_every_n_steps`` (the logging interval, where Lightning syncs the logged loss),
-    every ``checkpoint_every_n_steps`` and the last batch of an epoch (before validation and the epoch's
-    checkpoint). Lightning runs checkpoint callbacks after all others, so a checkpoint never holds weights
+    loss only, and without a host sync or a tensor op per step: every step keeps its (detached) loss in a list,
+    and the losses are checked only at steps where a sync happens anyway or a checkpoint is about to be
+    written: every ``check_every_n_steps`` (the logging interval, where Lightning syncs the logged loss), every
+    ``checkpoint_every_n_steps`` and the last batch of an epoch (before validation and the epoch's checkpoint). Lightning runs checkpoint callbacks after all others, so a checkpoint never holds weights
     trained on a non-finite loss. At most ``check_every_n_steps - 1`` steps train on garbage before the run
-    stops. Under DDP the processes compare their flags at those steps, so all of them stop at the same one.
+    stops. Under DDP the processes compare their first non-finite steps at those steps, so all of them stop at the same one.
 
     Args:
         check_every_n_steps: how often to read the flag (``trainer.log_every_n_steps``).
@@ -194,8 +193,11 @@ class StopOnNonFiniteLoss(L.Callback):
         self.check_every_n_steps = check_every_n_steps
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.last_checkpoint = last_checkpoint
-        self._first_bad_step: torch.Tensor | None = None  # -1 while every loss was finite
-        self._first_bad_loss: torch.Tensor | None = None
+        # The losses of the steps since the last check, on the device, and their global steps: appending costs
+        # ~1 µs a step, where flagging the first non-finite one in device tensors took ~6 tensor ops (~60 µs of
+        # host time on a CPU; docs/BENCHMARKS.md, "Host overhead per step").
+        self._losses: list[torch.Tensor] = []
+        self._steps: list[int] = []
         self._saved: tuple[Path, int] | None = None  # last checkpoint written, the global step it holds
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -214,22 +216,23 @@ class StopOnNonFiniteLoss(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        loss = loss.detach()
-        if self._first_bad_step is None:
-            self._first_bad_step = torch.full((), -1, dtype=torch.int64, device=loss.device)
-            self._first_bad_loss = torch.zeros((), dtype=loss.dtype, device=loss.device)
         # global_step already counts this batch's optimiser step: step n is the n-th batch trained on
-        first_bad = (self._first_bad_step < 0) & ~torch.isfinite(loss)
-        self._first_bad_step = torch.where(first_bad, trainer.global_step, self._first_bad_step)
-        self._first_bad_loss = torch.where(first_bad, loss, self._first_bad_loss)
         step = trainer.global_step
+        self._losses.append(loss.detach())
+        self._steps.append(step)
         due = step % self.check_every_n_steps == 0 or compat.is_last_batch(trainer)
         due = due or (self.checkpoint_every_n_steps is not None and step % self.checkpoint_every_n_steps == 0)
         if not due:
             return
+        losses = torch.stack(self._losses)
+        finite = torch.isfinite(losses)
+        first = (~finite).int().argmax()  # the first non-finite loss since the last check (0 when none)
+        first_step = torch.as_tensor(self._steps, device=losses.device)[first]
+        first_step = torch.where(finite.all(), -1, first_step)
+        self._losses, self._steps = [], []
         # Every process decides on the same steps, from the earliest bad step of any: all stop together (DDP).
-        steps = pl_module.all_gather(self._first_bad_step).reshape(-1)
-        losses = pl_module.all_gather(self._first_bad_loss).reshape(-1)
+        steps = pl_module.all_gather(first_step).reshape(-1)
+        losses = pl_module.all_gather(losses[first]).reshape(-1)
         bad = steps >= 0
         if bad.any():
             earliest = int(torch.where(bad, steps, steps.max() + 1).argmin())

@@ -131,8 +131,8 @@ class Classifier(L.LightningModule):
 
     def _is_log_step(self) -> bool:
         # The steps at which Lightning hands logged values to the logger (``trainer.log_every_n_steps``; its
-        # check runs after this step with the same counter). Per-step values are logged only then: every
-        # ``self.log`` costs host time, and every value logged is read on the host when it is written.
+        # check runs after this step with the same counter). Per-step values are logged only then: every value
+        # logged is read on the host when it is written.
         return (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0
 
     def _is_short_epochs_last_step(self, batch_idx: int) -> bool:
@@ -175,14 +175,28 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        self.train_correct += (logits.detach().argmax(dim=1) == labels).sum()
-        self.train_seen += len(labels)
+        # in place (``+=`` would set the buffer again through nn.Module.__setattr__'s checks, ~2 µs each)
+        self.train_correct.add_((logits.detach().argmax(dim=1) == labels).sum())
+        self.train_seen.add_(len(labels))
         global_batch = len(labels) * self.trainer.world_size
         loss, mean = training_loss(logits, labels, self.optim_cfg, global_batch)
-        if self._is_log_step() or self._is_short_epochs_last_step(batch_idx):
-            # train/lr/<group>: Lightning's LearningRateMonitor, at the logging steps
-            self.log("train/loss", mean, on_step=True, on_epoch=False)
+        log_step = self._is_log_step()
+        if log_step or self._is_short_epochs_last_step(batch_idx):
+            self._log_train_loss(mean.detach(), to_logger=log_step)
         return loss
+
+    def _log_train_loss(self, mean: torch.Tensor, to_logger: bool) -> None:
+        # ``train/loss`` of this step, into the metrics callbacks read (the epoch line, the bar, the run's final
+        # metrics) and, at a logging step, to the logger, at the step Lightning would give it (its logger step
+        # is the number of batches stepped before this one; train/lr/<group> comes from Lightning's
+        # LearningRateMonitor). Not ``self.log``: for one scalar a step it costs ~0.6 ms of host time per call
+        # (its result collection moves the metric's state with ``apply_to_collection``), then ~0.5 ms in the
+        # logger connector (the value read, the event file flushed) and ~20 µs at every step after (its step
+        # metrics collected): ~0.15 ms a step at a logging interval of 10, a fifth of Lightning's host
+        # overhead in the bench's overhead mode (docs/BENCHMARKS.md, "Host overhead per step").
+        self.trainer.callback_metrics["train/loss"] = mean
+        if to_logger and self.logger is not None:
+            self.logger.log_metrics({"train/loss": mean}, step=self.trainer.global_step)
 
     def on_train_epoch_end(self) -> None:
         # every process trains on an equal share of each batch: the mean of the processes' accuracies is the global one

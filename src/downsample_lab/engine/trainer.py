@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable, Mapping
@@ -10,6 +11,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
@@ -19,6 +21,20 @@ from downsample_lab.device import describe_device, resolve_precision
 from downsample_lab.engine.callbacks import ProgressBar
 
 log = logging.getLogger(__name__)
+
+
+class NoProfiler(PassThroughProfiler):
+    """Lightning's default (no profiling), with a cheaper context manager.
+
+    Lightning enters ``trainer.profiler.profile(name)`` around every hook of every callback, of the module and
+    of the strategy: about 50 times a training step. The default's is a generator-based context manager, 1.1 µs
+    a call against 0.17 µs for a shared ``nullcontext`` (timeit, 2026-12-01): ~45 µs of host time per step.
+    """
+
+    _NOTHING = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return self._NOTHING
 
 
 def build_trainer(
@@ -52,6 +68,7 @@ def build_trainer(
         default_root_dir=str(run_dir),
         enable_model_summary=False,
         plugins=plugins,
+        profiler=NoProfiler(),
     )
 
 
