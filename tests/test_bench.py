@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 
 import lightning as L
 import pytest
@@ -60,6 +61,7 @@ def test_bench_writes_every_strategy_with_ratio_versions_and_hardware(tmp_path):
         assert r["ratio"] == pytest.approx(lit["images_per_sec"] / raw["images_per_sec"])
         pairs = zip(lit["window_images_per_sec"], raw["window_images_per_sec"], strict=True)
         assert r["window_ratios"] == pytest.approx([lw / rw for lw, rw in pairs])
+        assert r["paired_ratio"] == pytest.approx(statistics.median(r["window_ratios"]))
         best = max(lit["window_images_per_sec"]) / max(raw["window_images_per_sec"])
         assert r["best_ratio"] == pytest.approx(best)
         assert r["params"] > 0 and r["flops_per_image"] > 0
