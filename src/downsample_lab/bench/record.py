@@ -40,9 +40,9 @@ def strategy_record(runs: dict[str, PathResult], params: int, flops_per_image: i
 def format_table(results: dict[str, dict[str, Any]], memory_label: str) -> str:
     """The printed table: one row per strategy."""
     head = (
-        f"{'strategy':<9} {'raw img/s':>17} {'lightning img/s':>17} {'ratio':>6} {'paired':>6} {'best':>6} {'params':>9} "
-        f"{'MFLOP/img':>9} {'raw GFLOP/s':>11} {'L GFLOP/s':>9} {'raw MiB':>7} {'L MiB':>7} {'others':>6} "
-        f"{'raw host µs':>11} {'L host µs':>9}"
+        f"{'strategy':<9} {'raw img/s':>17} {'lightning img/s':>17} {'ratio':>6} {'paired':>6} {'best':>6} "
+        f"{'params':>9} {'MFLOP/img':>9} {'raw GFLOP/s':>11} {'L GFLOP/s':>9} {'raw MiB':>7} {'L MiB':>7} "
+        f"{'others':>6} {'raw host µs':>11} {'L host µs':>9}"
     )
     lines = [head, "-" * len(head)]
 
@@ -53,8 +53,8 @@ def format_table(results: dict[str, dict[str, Any]], memory_label: str) -> str:
     for name, r in results.items():
         raw, lit = r["raw"], r["lightning"]
         lines.append(
-            f"{name:<9} {rate(raw):>17} {rate(lit):>17} {r['ratio']:>6.3f} {r['paired_ratio']:>6.3f} {r['best_ratio']:>6.3f} "
-            f"{r['params']:>9,} {r['flops_per_image'] / 1e6:>9.1f} "
+            f"{name:<9} {rate(raw):>17} {rate(lit):>17} {r['ratio']:>6.3f} {r['paired_ratio']:>6.3f} "
+            f"{r['best_ratio']:>6.3f} {r['params']:>9,} {r['flops_per_image'] / 1e6:>9.1f} "
             f"{raw['flops_per_sec'] / 1e9:>11.1f} {lit['flops_per_sec'] / 1e9:>9.1f} "
             f"{raw['peak_memory_bytes'] / 2**20:>7.0f} {lit['peak_memory_bytes'] / 2**20:>7.0f} "
             f"{'-' if r.get('other_cpu_cores') is None else format(r['other_cpu_cores'], '.2f'):>6} "

@@ -175,13 +175,14 @@ class StopOnNonFiniteLoss(L.Callback):
     Lightning's ``detect_anomaly`` checks every backward op and slows training several times. This checks the
     loss only, and without a host sync or a tensor op per step: every step keeps its (detached) loss in a list,
     and the losses are checked only at steps where a sync happens anyway or a checkpoint is about to be
-    written: every ``check_every_n_steps`` (the logging interval, where Lightning syncs the logged loss), every
-    ``checkpoint_every_n_steps`` and the last batch of an epoch (before validation and the epoch's checkpoint). Lightning runs checkpoint callbacks after all others, so a checkpoint never holds weights
-    trained on a non-finite loss. At most ``check_every_n_steps - 1`` steps train on garbage before the run
-    stops. Under DDP the processes compare their first non-finite steps at those steps, so all of them stop at the same one.
+    written: every ``check_every_n_steps`` (the logging interval, where the logged loss is read), every
+    ``checkpoint_every_n_steps`` and the last batch of an epoch (before validation and the epoch's checkpoint).
+    Lightning runs checkpoint callbacks after all others, so a checkpoint never holds weights trained on a
+    non-finite loss. At most ``check_every_n_steps - 1`` steps train on garbage before the run stops. Under DDP
+    the processes compare their first non-finite steps at those steps, so all of them stop at the same one.
 
     Args:
-        check_every_n_steps: how often to read the flag (``trainer.log_every_n_steps``).
+        check_every_n_steps: how often to check the losses (``trainer.log_every_n_steps``).
         checkpoint_every_n_steps: ``checkpoint.every_n_steps``; ``None`` for epoch-end checkpoints only.
         last_checkpoint: the file every checkpoint also goes to (``<run dir>/checkpoints/last.ckpt``); None
             where no checkpoint is written (the bench).
