@@ -70,13 +70,18 @@ def test_a_resumed_fit_loop_hands_the_saved_state_to_the_training_loader():
 @pytest.fixture(scope="module")
 def hook_trace(tmp_path_factory) -> dict[str, list]:
     """A 3-batch fit of Lightning's BoringModel: is_last_batch after each batch, and the hook names Lightning set."""
-    trace: dict[str, list] = {"last": [], "hooks": []}
+    trace: dict[str, list] = {"last": [], "hooks": [], "logger_steps": [], "callback_metrics": []}
 
     class Traced(BoringModel):
         def __setattr__(self, name, value) -> None:
             if name == compat.HOOK_NAME_ATTR:
                 trace["hooks"].append(value)
             super().__setattr__(name, value)
+
+        def training_step(self, batch, batch_idx):
+            trace["logger_steps"].append(compat.logger_step(self.trainer))
+            compat.set_callback_metric(self.trainer, "traced", torch.tensor(float(batch_idx)))
+            return super().training_step(batch, batch_idx)
 
     class LastBatch(L.Callback):
         def on_train_batch_end(self, trainer, *args) -> None:
@@ -88,11 +93,20 @@ def hook_trace(tmp_path_factory) -> dict[str, list]:
         enable_model_summary=False, callbacks=[LastBatch()],
     )  # fmt: skip
     trainer.fit(Traced())
+    trace["callback_metrics"] = dict(trainer.callback_metrics)
     return trace
 
 
 def test_is_last_batch_is_true_after_an_epochs_last_batch_only(hook_trace):
     assert hook_trace["last"] == [False, False, True]
+
+
+def test_the_logger_step_counts_the_batches_stepped_before_this_one(hook_trace):
+    assert hook_trace["logger_steps"] == [0, 1, 2]
+
+
+def test_a_callback_metric_set_in_a_step_is_there_after_the_fit(hook_trace):
+    assert float(hook_trace["callback_metrics"]["traced"]) == 2.0
 
 
 def test_lightning_sets_the_hook_name_attribute_that_classifier_fast_paths(hook_trace):

@@ -112,3 +112,26 @@ def test_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_nan_loss_in_the_steps_after_the_last_check_stops_a_run_that_ends_there(
+    tmp_path, tiny_overrides, monkeypatch
+):
+    # optim.train_epochs=1.75 of 4-step epochs: the run stops at step 7, which is neither a logging step
+    # (interval 2) nor an epoch's last; its loss is checked before the validation and the checkpoints after it
+    cfg = compose_config(
+        "train",
+        [*tiny_overrides, "trainer.max_epochs=2", "optim.train_epochs=1.75"],
+        run_dir=tmp_path / "run",
+    )
+    step = Classifier.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        return loss * math.inf if self.global_step == 6 else loss  # the 7th step, the run's last
+
+    monkeypatch.setattr(Classifier, "training_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"training loss is inf at step 7 \(epoch 1\)"):
+        train(cfg)
+    for ckpt in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):  # epoch 1's, none of the stopped epoch's
+        assert torch.load(ckpt, weights_only=True)["global_step"] == 4, ckpt.name

@@ -63,6 +63,19 @@ def test_train_loss_lands_at_the_logging_steps_and_is_the_runs_last(trained_run)
     assert status["metrics"]["train/loss"] == pytest.approx(loss.value.iloc[-1], rel=1e-6)
 
 
+def test_a_run_stopped_between_logging_steps_logs_no_stale_loss(tmp_path, tiny_overrides):
+    # optim.train_epochs=1.75: the run stops at step 7, off the logging interval (2); Lightning logs at a stop, and
+    # self.log("train/loss") used to write step 5's loss again at step 6. The loss keeps the lr's steps.
+    from .conftest import compose_config
+
+    train(compose_config("train", [*tiny_overrides, "trainer.max_epochs=2", "optim.train_epochs=1.75"],
+                         run_dir=tmp_path / "run"))  # fmt: skip
+    (run,) = (tmp_path / "run" / "tb").iterdir()
+    scalars = SummaryReader(str(run)).scalars
+    loss, lr = (scalars[scalars.tag == tag] for tag in ("train/loss", "train/lr/weights"))
+    assert loss.step.tolist() == lr.step.tolist() == [1, 3, 5]
+
+
 def test_run_directory_holds_config_checkpoints_and_status(trained_run):
     assert (trained_run / ".hydra" / "config.yaml").is_file()
     ckpts = sorted(p.name for p in (trained_run / "checkpoints").iterdir())

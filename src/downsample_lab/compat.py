@@ -56,6 +56,27 @@ def is_last_batch(trainer: L.Trainer) -> bool:
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
 
+def logger_step(trainer: L.Trainer) -> int:
+    """The step Lightning gives what is logged in the current training step (its loggers' x axis).
+
+    Why: Lightning's logger connector logs a step's values at ``fit_loop.epoch_loop._batches_that_stepped``
+    (the batches stepped before this one), which is not public API, and differs from ``global_step`` by one after
+    some resumes; ``Classifier`` sends ``train/loss`` to the logger itself (``self.log`` costs ~1 ms of host time
+    per call), at the steps and with the step Lightning would use. When it can go: if ``self.log`` gets cheap.
+    """
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
+def set_callback_metric(trainer: L.Trainer, name: str, value: torch.Tensor) -> None:
+    """Put ``value`` in ``trainer.callback_metrics`` as ``self.log`` would (read by callbacks and after a fit).
+
+    Why: ``trainer.callback_metrics`` is a property; writing into the dict it returns relies on it being the logger
+    connector's own ``_callback_metrics`` (kept until the next ``fit``/``validate``/``test`` resets it). Needed for
+    the value ``Classifier`` logs without ``self.log`` (see :func:`logger_step`). When it can go: with it.
+    """
+    trainer._logger_connector._callback_metrics[name] = value
+
+
 # The attribute Lightning sets on the LightningModule around every hook call (``trainer.call``), ~40 times a
 # step. ``Classifier.__setattr__`` stores it directly, skipping nn.Module's checks (~1 µs a call, ~40 µs of host
 # time per step; timeit, 2026-11-26). When it can go: if Lightning stops setting it per hook, or nn.Module.__setattr__ becomes cheap.

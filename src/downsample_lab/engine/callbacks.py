@@ -176,8 +176,9 @@ class StopOnNonFiniteLoss(L.Callback):
     loss only, and without a host sync or a tensor op per step: every step keeps its (detached) loss in a list,
     and the losses are checked only at steps where a sync happens anyway or a checkpoint is about to be
     written: every ``check_every_n_steps`` (the logging interval, where the logged loss is read), every
-    ``checkpoint_every_n_steps`` and the last batch of an epoch (before validation and the epoch's checkpoint).
-    Lightning runs checkpoint callbacks after all others, so a checkpoint never holds weights trained on a
+    ``checkpoint_every_n_steps`` and the last batch of an epoch (before validation and the epoch's checkpoint),
+    and, for a run that stops off those steps, before its validation, at its epoch's end and when training
+    ends. Lightning runs checkpoint callbacks after all others, so a checkpoint never holds weights trained on a
     non-finite loss. At most ``check_every_n_steps - 1`` steps train on garbage before the run stops. Under DDP
     the processes compare their first non-finite steps at those steps, so all of them stop at the same one.
 
@@ -222,8 +223,23 @@ class StopOnNonFiniteLoss(L.Callback):
         self._losses.append(loss.detach())
         self._steps.append(step)
         due = step % self.check_every_n_steps == 0 or compat.is_last_batch(trainer)
-        due = due or (self.checkpoint_every_n_steps is not None and step % self.checkpoint_every_n_steps == 0)
-        if not due:
+        if due or (self.checkpoint_every_n_steps is not None and step % self.checkpoint_every_n_steps == 0):
+            self._check(trainer, pl_module)
+
+    # A run that stops off a due step (optim.train_epochs, trainer.max_steps) has losses not checked yet: they
+    # are checked before its validation and its epoch-end checkpoint, and when training ends.
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)  # (nothing to check outside a fit: the lists are empty)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss since the last check is not finite (on any process)."""
+        if not self._losses:  # every process has the same steps, so all of them return here together
             return
         losses = torch.stack(self._losses)
         finite = torch.isfinite(losses)

@@ -133,7 +133,7 @@ class Classifier(L.LightningModule):
         # The steps at which Lightning hands logged values to the logger (``trainer.log_every_n_steps``; its
         # check runs after this step with the same counter). Per-step values are logged only then: every value
         # logged is read on the host when it is written.
-        return (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0
+        return (compat.logger_step(self.trainer) + 1) % self.trainer.log_every_n_steps == 0
 
     def _is_short_epochs_last_step(self, batch_idx: int) -> bool:
         # An epoch with fewer steps than the logging interval: its last step's loss too, for the epoch's console
@@ -187,16 +187,17 @@ class Classifier(L.LightningModule):
 
     def _log_train_loss(self, mean: torch.Tensor, to_logger: bool) -> None:
         # ``train/loss`` of this step, into the metrics callbacks read (the epoch line, the bar, the run's final
-        # metrics) and, at a logging step, to the logger, at the step Lightning would give it (its logger step
-        # is the number of batches stepped before this one; train/lr/<group> comes from Lightning's
-        # LearningRateMonitor). Not ``self.log``: for one scalar a step it costs ~0.6 ms of host time per call
-        # (its result collection moves the metric's state with ``apply_to_collection``), then ~0.5 ms in the
-        # logger connector (the value read, the event file flushed) and ~20 µs at every step after (its step
-        # metrics collected): ~0.15 ms a step at a logging interval of 10, a fifth of Lightning's host
-        # overhead in the bench's overhead mode (docs/BENCHMARKS.md, "Host overhead per step").
-        self.trainer.callback_metrics["train/loss"] = mean
+        # metrics) and, at a logging step, to the logger, at the step Lightning gives the lr of the same step
+        # (train/lr/<group>, Lightning's LearningRateMonitor). Not ``self.log``: for one scalar a step it costs
+        # ~0.6 ms of host time per call (its result collection moves the metric's state with
+        # ``apply_to_collection``), then ~0.5 ms in the logger connector (the value read, the event file
+        # flushed) and ~20 µs at every step after (its step metrics collected): ~0.15 ms a step at a logging
+        # interval of 10, a fifth of Lightning's host overhead in the bench's overhead mode (docs/BENCHMARKS.md,
+        # "Host overhead per step"). The event file is flushed by Lightning's epoch-end logging and every
+        # ``flush_secs`` by TensorBoard's writer.
+        compat.set_callback_metric(self.trainer, "train/loss", mean)
         if to_logger and self.logger is not None:
-            self.logger.log_metrics({"train/loss": mean}, step=self.trainer.global_step)
+            self.logger.log_metrics({"train/loss": mean}, step=compat.logger_step(self.trainer))
 
     def on_train_epoch_end(self) -> None:
         # every process trains on an equal share of each batch: the mean of the processes' accuracies is the global one
