@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,17 @@ def test_rerun_with_resume_skips_completed_jobs_and_resumes_the_others(failing_s
     assert f"Sweep {tmp / 'sweep'}: 2 of 3 jobs completed" in result.stderr
 
 
+def _poison(monkeypatch, factor: float, at: Callable[[int], bool]) -> None:
+    """Make the training step's loss ``factor`` times itself at the global steps (0-based) where ``at`` holds."""
+    step = Classifier.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        return loss * factor if at(self.global_step) else loss
+
+    monkeypatch.setattr(Classifier, "training_step", poisoned)
+
+
 def test_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(
     tmp_path, tiny_overrides, monkeypatch
 ):
@@ -96,13 +108,7 @@ def test_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(
         [*tiny_overrides, "trainer.max_epochs=2", "checkpoint.every_n_steps=2"],
         run_dir=tmp_path / "run",
     )
-    step = Classifier.training_step
-
-    def poisoned(self, batch, batch_idx):
-        loss = step(self, batch, batch_idx)
-        return loss * math.nan if self.global_step >= 4 else loss  # the 5th step and later
-
-    monkeypatch.setattr(Classifier, "training_step", poisoned)
+    _poison(monkeypatch, math.nan, lambda step: step >= 4)  # the 5th step and later
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     # 4 steps an epoch; flag read at step 6 (log and checkpoint interval 2), before that step's checkpoint
     with pytest.raises(
@@ -124,13 +130,7 @@ def test_a_nan_loss_in_the_steps_after_the_last_check_stops_a_run_that_ends_ther
         [*tiny_overrides, "trainer.max_epochs=2", "optim.train_epochs=1.75"],
         run_dir=tmp_path / "run",
     )
-    step = Classifier.training_step
-
-    def poisoned(self, batch, batch_idx):
-        loss = step(self, batch, batch_idx)
-        return loss * math.inf if self.global_step == 6 else loss  # the 7th step, the run's last
-
-    monkeypatch.setattr(Classifier, "training_step", poisoned)
+    _poison(monkeypatch, math.inf, lambda step: step == 6)  # the 7th step, the run's last
     with pytest.raises(NonFiniteLossError, match=r"training loss is inf at step 7 \(epoch 1\)"):
         train(cfg)
     for ckpt in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):  # epoch 1's, none of the stopped epoch's
