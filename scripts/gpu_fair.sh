@@ -9,7 +9,9 @@
 # it). One job at a time, at ~5 s a run, 117 runs took ~11 minutes on one H200 (estimate; not yet run with
 # parallel jobs on a GPU): give SECONDS (e.g. 540) and, if it is cut short, call again at once with the same
 # STUDY_DIR while the machine is warm: the study continues where it stopped. EXTRA (environment): overrides appended to every
-# training command, e.g. trainer=cpu and a tiny model for a smoke test on a CPU.
+# training command, e.g. trainer=cpu and a tiny model for a smoke test on a CPU. The GPU machine lacks the
+# parallel launcher: after ../shared/gpu/prepare,
+#   pip download --no-deps -d .gpu-carry hydra-joblib-launcher==1.2.0 joblib==1.6.0
 set -uo pipefail
 out=$(realpath "$1"); data=$2; limit=${3:-0}
 read -ra extra <<< "${EXTRA:-}"
