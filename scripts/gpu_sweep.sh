@@ -18,6 +18,7 @@ ks=("$@"); [ ${#ks[@]} -eq 0 ] && ks=(1 2 4 8)
 read -ra extra <<< "${EXTRA:-}"
 mkdir -p "$out"
 tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT   # the runs' checkpoints; what is kept goes to OUT_DIR
 : > "$out/sweep.log"
 for k in "${ks[@]}"; do
   launcher=()
