@@ -140,7 +140,7 @@ class ShapesConfig:
 @dataclass
 class EvalConfig:
     seed: int = MISSING
-    """seeds Python, NumPy, torch on every process and the order of training batches"""
+    """seeds Python, NumPy and torch on every process (evaluation draws no training batches)"""
     ckpt_path: str = MISSING
     """the checkpoint to test (required): a `.ckpt` written by `downsample_lab.train`"""
     data: DataConfig = field(default_factory=DataConfig)
