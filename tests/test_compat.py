@@ -70,7 +70,13 @@ def test_a_resumed_fit_loop_hands_the_saved_state_to_the_training_loader():
 @pytest.fixture(scope="module")
 def hook_trace(tmp_path_factory) -> dict[str, list]:
     """A 3-batch fit of Lightning's BoringModel: is_last_batch after each batch, and the hook names Lightning set."""
-    trace: dict[str, list] = {"last": [], "hooks": [], "logger_steps": [], "callback_metrics": []}
+    trace: dict[str, list] = {
+        "last": [],
+        "hooks": [],
+        "logger_steps": [],
+        "log_steps": [],
+        "callback_metrics": [],
+    }
 
     class Traced(BoringModel):
         def __setattr__(self, name, value) -> None:
@@ -80,6 +86,7 @@ def hook_trace(tmp_path_factory) -> dict[str, list]:
 
         def training_step(self, batch, batch_idx):
             trace["logger_steps"].append(compat.logger_step(self.trainer))
+            trace["log_steps"].append(compat.is_log_step(self.trainer))
             compat.set_callback_metric(self.trainer, "traced", torch.tensor(float(batch_idx)))
             return super().training_step(batch, batch_idx)
 
@@ -90,7 +97,7 @@ def hook_trace(tmp_path_factory) -> dict[str, list]:
     trainer = L.Trainer(
         default_root_dir=tmp_path_factory.mktemp("boring"), max_epochs=1, limit_train_batches=3,
         limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[LastBatch()],
+        enable_model_summary=False, callbacks=[LastBatch()], log_every_n_steps=2,
     )  # fmt: skip
     trainer.fit(Traced())
     trace["callback_metrics"] = dict(trainer.callback_metrics)
@@ -103,6 +110,10 @@ def test_is_last_batch_is_true_after_an_epochs_last_batch_only(hook_trace):
 
 def test_the_logger_step_counts_the_batches_stepped_before_this_one(hook_trace):
     assert hook_trace["logger_steps"] == [0, 1, 2]
+
+
+def test_the_log_step_is_every_log_every_n_steps_th(hook_trace):
+    assert hook_trace["log_steps"] == [False, True, False]  # log_every_n_steps=2: the 2nd of 3 steps
 
 
 def test_a_callback_metric_set_in_a_step_is_there_after_the_fit(hook_trace):

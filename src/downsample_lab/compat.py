@@ -67,6 +67,16 @@ def logger_step(trainer: L.Trainer) -> int:
     return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
 
 
+def is_log_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning hands the current training step's logged values to the loggers
+    (``trainer.log_every_n_steps``, counted on :func:`logger_step`, as its logger connector decides). True from
+    the step's start to its ``on_train_batch_end``: Lightning counts the step only after that hook.
+
+    Why and when it can go: as :func:`logger_step`.
+    """
+    return (logger_step(trainer) + 1) % trainer.log_every_n_steps == 0
+
+
 def set_callback_metric(trainer: L.Trainer, name: str, value: torch.Tensor) -> None:
     """Put ``value`` in ``trainer.callback_metrics`` as ``self.log`` would (read by callbacks and after a fit).
 

@@ -35,6 +35,16 @@ def cuda_available() -> bool:
     return _driver_says_cuda()
 
 
+def cuda_device_count() -> int:
+    """The CUDA GPUs torch would see: ``torch.cuda.device_count()`` once torch is imported (or on ROCm), else the
+    driver's count (0 when torch was built without CUDA), as :func:`cuda_available` decides."""
+    if "torch" in sys.modules or _torch_built_for("hip"):
+        import torch
+
+        return torch.cuda.device_count()
+    return _driver_device_count() if _torch_built_for("cuda") else 0
+
+
 @functools.cache
 def _driver_says_cuda() -> bool:
     return _torch_built_for("cuda") and _driver_device_count() > 0

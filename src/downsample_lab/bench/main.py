@@ -51,7 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.config import BenchConfig, config_dir, plain, validate
 from downsample_lab.console import quiet_libraries
-from downsample_lab.device import check_accelerator, resolve_precision, uses_cuda
+from downsample_lab.device import check_accelerator, cuda_device_count, resolve_precision, uses_cuda
 from downsample_lab.errors import ConfigError
 from downsample_lab.run import argv, resolvers
 from downsample_lab.run.ddp import distributed_job
@@ -84,7 +84,7 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
         )
     devices = t.devices
     one = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
-    one = one or (devices == "auto" and not (uses_cuda(t) and _cuda_device_count() > 1))
+    one = one or (devices == "auto" and not (uses_cuda(t) and cuda_device_count() > 1))
     if not one or t.num_nodes != 1:
         raise ConfigError(
             f"trainer.devices={t.devices} trainer.num_nodes={t.num_nodes} is not valid for the bench; it compares "
@@ -102,12 +102,6 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
             f"use auto, {', '.join(BENCH_PRECISIONS)}"
         )
     return cfg
-
-
-def _cuda_device_count() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def bench(cfg: DictConfig) -> dict[str, float]:

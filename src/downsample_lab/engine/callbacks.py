@@ -222,7 +222,10 @@ class StopOnNonFiniteLoss(L.Callback):
         step = trainer.global_step
         self._losses.append(loss.detach())
         self._steps.append(step)
-        due = step % self.check_every_n_steps == 0 or compat.is_last_batch(trainer)
+        # the logging interval counted as Lightning counts it (compat.logger_step), so the check syncs where it does
+        due = (compat.logger_step(trainer) + 1) % self.check_every_n_steps == 0 or compat.is_last_batch(
+            trainer
+        )
         if due or (self.checkpoint_every_n_steps is not None and step % self.checkpoint_every_n_steps == 0):
             self._check(trainer, pl_module)
 
@@ -283,7 +286,7 @@ class ProgressBar(TQDMProgressBar):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if trainer.global_step % trainer.log_every_n_steps == 0:  # a logging step: its loss is read anyway
+        if compat.is_log_step(trainer):  # a logging step: its loss is read anyway
             loss = trainer.callback_metrics.get("train/loss")
             if loss is not None:
                 self._shown["loss"] = float(loss)

@@ -133,7 +133,7 @@ class Classifier(L.LightningModule):
         # The steps at which Lightning hands logged values to the logger (``trainer.log_every_n_steps``; its
         # check runs after this step with the same counter). Per-step values are logged only then: every value
         # logged is read on the host when it is written.
-        return (compat.logger_step(self.trainer) + 1) % self.trainer.log_every_n_steps == 0
+        return compat.is_log_step(self.trainer)
 
     def _is_short_epochs_last_step(self, batch_idx: int) -> bool:
         # An epoch with fewer steps than the logging interval: its last step's loss too, for the epoch's console

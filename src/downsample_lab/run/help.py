@@ -50,7 +50,8 @@ def render_help(config_name: str, schema: type, overrides: list[str], width: int
     width = width or min(120, max(80, shutil.get_terminal_size((120, 24)).columns))
     texts = OmegaConf.load(config_dir() / "hydra" / "help" / f"{config_name}.yaml")
     lines = [str(texts.header).replace("$$", "$"), ""]
-    if any(k.name in (ARM_KEY, "bench.strategies") for k in schema_keys(schema)):
+    keys = schema_keys(schema)
+    if any(k.name in (ARM_KEY, "bench.strategies") for k in keys):
         where = "bench.strategies=[<name>,...]" if config_name == "bench" else f"{ARM_KEY}=<name>"
         lines += [f"== Downsampling strategies: {where} (model=cnn and model=fast) =="]
         lines += [f"{name:<9} {text}" for name, text in STRATEGIES.items()] + [""]
@@ -61,7 +62,7 @@ def render_help(config_name: str, schema: type, overrides: list[str], width: int
         f"== Config keys: key=value (the values this command runs with here; this machine has {device}) =="
     ]
     values = key_values(config_name, overrides)
-    for key in schema_keys(schema):
+    for key in keys:
         value = values.get(key.name)
         shown = "(required)" if value == "???" else _shown(value)
         lines.append(f"{key.name} = {shown}    [{key.kind}]")

@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from downsample_lab.device import runs_on_cuda
+from downsample_lab.device import cuda_device_count, runs_on_cuda
 from downsample_lab.errors import ConfigError
 
 log = logging.getLogger("downsample_lab")
@@ -188,7 +188,7 @@ def check_launcher(t: DictConfig) -> None:
     """
     devices = t.devices
     if devices == "auto":  # Lightning's auto: every GPU there is, else one CPU process
-        devices = max(1, _cuda_device_count()) if runs_on_cuda(t.accelerator) else 1
+        devices = max(1, cuda_device_count()) if runs_on_cuda(t.accelerator) else 1
     n = len(devices) if isinstance(devices, list | ListConfig) else int(devices)
     ddp = "ddp" in str(t.strategy) or n != 1 or int(t.num_nodes) != 1
     if ddp and concurrent_jobs() > 1:
@@ -198,12 +198,6 @@ def check_launcher(t: DictConfig) -> None:
             "each (trainer.devices=1, e.g. trainer=gpu) or sweep the DDP jobs one at a time (drop "
             "hydra/launcher=parallel)"
         )
-
-
-def _cuda_device_count() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def job_overrides(task: Sequence[str], params: Any) -> list[tuple[Any, ...]] | None:
