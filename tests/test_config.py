@@ -30,6 +30,7 @@ BAD_OVERRIDES = [
     (["data.source=folder", "data.root=/nonexistent/cifar"], r"data.root='/nonexistent/cifar' is not a folder"),
     (["data.batch_size=-8"], r"data.batch_size=-8 is not valid; use a positive number"),
     (["data.train_subset=0"], r"data.train_subset=0 is not valid"),
+    (["data.source=synthetic", "data.synthetic_train_size=2000"], r"data.val_size=5000 is not valid; it leaves none of the data.synthetic_train_size=2000 training images: lower data.val_size"),
     (["optim.lr=-0.1"], r"optim.lr=-0.1 is not valid; use a positive learning rate"),
     (["optim.name=rmsprop"], r"optim.name='rmsprop' is not valid; choose one of sgd, adamw"),
     (["optim.schedule=linear"], r"optim.schedule='linear' is not valid; choose one of onecycle, cosine, step, constant"),

@@ -223,11 +223,22 @@ def test_a_logging_interval_longer_than_an_epoch_is_said_once_in_our_words(caplo
     from downsample_lab.console import quiet_libraries
     from downsample_lab.engine.callbacks import EpochSummary
 
-    trainer = SimpleNamespace(num_training_batches=9, log_every_n_steps=50, is_global_zero=True)
+    trainer = SimpleNamespace(
+        num_training_batches=9, estimated_stepping_batches=90, log_every_n_steps=50, is_global_zero=True
+    )
     with caplog.at_level("INFO", logger="downsample_lab"):
         EpochSummary().on_train_start(trainer, None)
     assert "An epoch has 9 steps, fewer than trainer.log_every_n_steps=50" in caplog.text
     assert "set trainer.log_every_n_steps=9 or less for a point per epoch" in caplog.text
+    caplog.clear()
+    trainer.estimated_stepping_batches = 7  # fewer steps in all than the interval: no curve at all
+    with caplog.at_level("INFO", logger="downsample_lab"):
+        EpochSummary().on_train_start(trainer, None)
+    assert (
+        "This run has 7 steps in all, fewer than trainer.log_every_n_steps=50: TensorBoard gets no"
+        in caplog.text
+    )
+    assert "An epoch has" not in caplog.text
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         quiet_libraries()  # Lightning's own words for it are dropped

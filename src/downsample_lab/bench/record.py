@@ -62,9 +62,11 @@ def format_table(results: dict[str, dict[str, Any]], memory_label: str) -> str:
         )
     lines += [
         "img/s: median of the windows (min-max); ratio: lightning/raw of the medians; paired: median of the",
-        "ratios of each Lightning window to the raw window after it (steadier on a noisy machine); best: of the",
-        "fastest windows; GFLOP/s: 3 x forward FLOPs x median img/s; others: CPU cores other processes kept busy",
-        "meanwhile (near 0 on a quiet machine; more makes the figures noisy); host µs: CPU time of the process",
-        "per step (median of the windows), the host work a GPU run waits on; MiB: " + memory_label,
+        "ratios of each Lightning window to the raw window after it (steadier on a noisy machine); best:",
+        "lightning/raw of each path's fastest window; GFLOP/s: 3 x forward FLOPs x median img/s; others: CPU",
+        "cores other processes kept busy meanwhile (near 0 on a quiet machine; more makes the figures noisy);",
+        "host µs: CPU time of the process per step (median of the windows), the host work a GPU run waits on;",
+        f"MiB: {memory_label}.",
+        "(The Lightning path's epoch line, logged above the table, counts the raw windows' time too.)",
     ]
     return "\n".join(lines)

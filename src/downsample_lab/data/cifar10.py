@@ -168,7 +168,8 @@ class CIFAR10DataModule(L.LightningDataModule):
             full = self._load("train")
             if c.val_size >= len(full):
                 raise ConfigError(
-                    f"data.val_size={c.val_size} leaves no training images; the train split has {len(full)}"
+                    f"data.val_size={c.val_size} leaves no training images; the train split has {len(full)}: "
+                    "lower data.val_size (0 validates on the test set)"
                 )
             perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(c.split_seed))
             val_idx, train_idx = perm[: c.val_size].sort().values, perm[c.val_size :].sort().values

@@ -329,7 +329,14 @@ class EpochSummary(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         steps, every = trainer.num_training_batches, trainer.log_every_n_steps
-        if trainer.is_global_zero and isinstance(steps, int) and steps < every:
+        total = trainer.estimated_stepping_batches  # every epoch's, or trainer.max_steps
+        if trainer.is_global_zero and total < every:
+            log.info(
+                "This run has %d step%s in all, fewer than trainer.log_every_n_steps=%d: TensorBoard gets no "
+                "training loss or lr curve (the epoch lines show each epoch's loss); set "
+                "trainer.log_every_n_steps=%d or less for them.", total, "s"[: total != 1], every, max(1, total),
+            )  # fmt: skip
+        elif trainer.is_global_zero and isinstance(steps, int) and steps < every:
             log.info(
                 "An epoch has %d step%s, fewer than trainer.log_every_n_steps=%d: TensorBoard gets the training "
                 "loss every %d steps, not every epoch (the epoch lines show each epoch's last); set "

@@ -27,6 +27,7 @@ from downsample_lab.report.stats import (
     BASELINE_VALUE,
     HOLM,
     IGNORED_KEYS,
+    MIN_CI_RUNS,
     PAPER_KEY,
     Arm,
     lost_baseline,
@@ -130,15 +131,17 @@ def _column_notes(rep: Report) -> list[str]:
     notes = [
         "- **test acc %**: test accuracy of the weights each run tested (its best checkpoint by val/acc, or its final weights with `eval.test_weights`), mean ± sample std (ddof=1) "
         "over the completed runs; **95% CI**: t-distribution interval of the mean (n − 1 degrees of "
-        f"freedom). With n = 1 there is no std or CI ({DASH}).",
+        f"freedom). With n = 1 there is no std or CI ({DASH}); with fewer than {MIN_CI_RUNS} runs, or an interval "
+        f"reaching outside 0–100 %, the interval is {DASH} with the reason (e.g. `{DASH} (n < {MIN_CI_RUNS})`): "
+        "two runs give a t interval too wide to mean anything.",
         "- **Δ vs baseline, pp [95% CI]**: the arm's mean test accuracy minus its baseline's "
         f"({', '.join(f'`{b}`' for b in baselines) or DASH}), in percentage points, with the 95% confidence "
         "interval of that difference (Welch: unequal variances, Welch–Satterthwaite degrees of freedom). "
         "**p vs baseline**: the two-sided Welch's t-test of the same comparison, uncorrected; "
         f"**p Holm**: that p adjusted by the Holm–Bonferroni method (`{HOLM}`, statsmodels' `multipletests`) "
         f"over the family of every arm's test against its baseline in this report ({_family(rep, 'welch_p')} "
-        f"tests). {DASH} for a baseline itself and where either side has fewer than 2 runs; the interval is "
-        "not adjusted for multiplicity.",
+        f"tests). {DASH} for a baseline itself and where either side has fewer than 2 runs (the interval: "
+        f"fewer than {MIN_CI_RUNS}, as above); the interval is not adjusted for multiplicity.",
         "- **best val acc %**: each run's final `val/acc_best` (best validation accuracy over its epochs).",
         "- **train images/s**: per run, the mean of the per-epoch `train/images_per_sec` (global "
         "training throughput, evaluation excluded) leaving out the first epoch, which includes warm-up, "
