@@ -23,7 +23,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from downsample_lab.choice import Choice
 from downsample_lab.config.schema import TrainConfig
-from downsample_lab.data.config import check_data
+from downsample_lab.data.config import check_data, check_training_split
 from downsample_lab.errors import ConfigError, check_value, did_you_mean
 from downsample_lab.models.config import check_model
 from downsample_lab.models.names import DOWNSAMPLE_NAMES, ZERO_PADDING_ONLY
@@ -134,6 +134,8 @@ def check(node: DictConfig) -> None:
         _check_eval(node.eval)
     if "data" in node:
         check_data(node.data)
+    if "data" in node and "optim" in node:  # a tool that trains (eval tests only: its val_size is unused)
+        check_training_split(node.data)
     if "trainer" in node:
         _check_trainer(node.trainer, node.data.batch_size)
     if "optim" in node and "trainer" in node and node.optim.train_epochs is not None:

@@ -71,10 +71,6 @@ def check_data(d: DictConfig) -> None:
     check_value(
         d.val_size >= 0, "data.val_size", d.val_size, "use 0 (validate on the test set) or a positive count"
     )
-    if d.source == "synthetic":  # the split's size is known before any data is made
-        check_value(d.val_size < d.synthetic_train_size, "data.val_size", d.val_size,
-                    f"it leaves none of the data.synthetic_train_size={d.synthetic_train_size} training images: "
-                    "lower data.val_size (0 validates on the test set) or raise data.synthetic_train_size")  # fmt: skip
     check_value(0 <= d.translate <= 8, "data.translate", d.translate, "use a shift in pixels from 0 to 8")
     check_value(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
                 "use null (all training images) or a positive count")  # fmt: skip
@@ -83,3 +79,12 @@ def check_data(d: DictConfig) -> None:
             f"data.root={d.root!r} is not a folder; with data.source=folder it must hold train/ and test/ "
             "class folders (see docs/guide.md, 'Use a local copy of CIFAR-10')"
         )
+
+
+def check_training_split(d: DictConfig) -> None:
+    """For the tools that train (``train``, ``bench``): ``data.val_size`` leaves training images, checked here
+    where the train split's size is known before any data is made (``data.source=synthetic``)."""
+    if d.source == "synthetic":
+        check_value(d.val_size < d.synthetic_train_size, "data.val_size", d.val_size,
+                    f"it leaves none of the data.synthetic_train_size={d.synthetic_train_size} training images: "
+                    "lower data.val_size (0 validates on the test set) or raise data.synthetic_train_size")  # fmt: skip

@@ -195,9 +195,8 @@ class StopOnNonFiniteLoss(L.Callback):
         self.check_every_n_steps = check_every_n_steps
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.last_checkpoint = last_checkpoint
-        # The losses of the steps since the last check, on the device, and their global steps: appending costs
-        # ~1 µs a step, where flagging the first non-finite one in device tensors took ~6 tensor ops (~60 µs of
-        # host time on a CPU; docs/BENCHMARKS.md, "Host overhead per step").
+        # The losses since the last check (on the device) and their steps: ~1 µs a step to append, where six tensor
+        # ops a step took ~60 µs of host time (docs/BENCHMARKS.md, "Host overhead per step").
         self._losses: list[torch.Tensor] = []
         self._steps: list[int] = []
         self._saved: tuple[Path, int] | None = None  # last checkpoint written, the global step it holds
@@ -229,17 +228,6 @@ class StopOnNonFiniteLoss(L.Callback):
         if due or (self.checkpoint_every_n_steps is not None and step % self.checkpoint_every_n_steps == 0):
             self._check(trainer, pl_module)
 
-    # A run that stops off a due step (optim.train_epochs, trainer.max_steps) has losses not checked yet: they
-    # are checked before its validation and its epoch-end checkpoint, and when training ends.
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check(trainer, pl_module)  # (nothing to check outside a fit: the lists are empty)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check(trainer, pl_module)
-
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Raise :class:`NonFiniteLossError` if a loss since the last check is not finite (on any process)."""
         if not self._losses:  # every process has the same steps, so all of them return here together
@@ -266,6 +254,10 @@ class StopOnNonFiniteLoss(L.Callback):
                 f"{trainer.current_epoch}) and the run stopped; {where}; lower optim.lr or set "
                 "trainer.gradient_clip_val and train again"
             )
+
+    # A run that stops off a due step (optim.train_epochs, trainer.max_steps) has losses not checked yet: before
+    # its validation, its epoch-end checkpoint, and at the end (outside a fit the lists are empty).
+    on_validation_start = on_train_epoch_end = on_train_end = _check
 
 
 class ProgressBar(TQDMProgressBar):
