@@ -29,6 +29,7 @@ from downsample_lab.report.stats import (
     summarize,
     warmup_excluded,
 )
+from downsample_lab.run.exit import freeze_at_exit
 
 REPORT_FILES = ("report.md", "results.csv", "runs.csv", "val_acc.png", "acc_vs_throughput.png")
 SHIFT_FILES = ("shift_robustness.csv", "shift_robustness.png")  # when a counted run logged the curves
@@ -115,6 +116,7 @@ def flag_degenerate(run: Run, keep: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m downsample_lab.report DIR [--out OUT]``: write the report, print where and a short table."""
+    freeze_at_exit()
     parser = argparse.ArgumentParser(
         prog="python -m downsample_lab.report",
         description="Compare the arms of a sweep: mean ± std, 95% CI and Welch's t-test of the test "

@@ -34,6 +34,7 @@ import pandas as pd
 
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.report import read, render, stats
+from downsample_lab.run.exit import freeze_at_exit
 
 ARM_KEY = stats.BASELINE_KEY  # model.downsample
 FINAL_COMMAND = "python -m downsample_lab.train -m experiment=ablation_fast"
@@ -301,6 +302,7 @@ def build_selection(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
+    freeze_at_exit()
     parser = argparse.ArgumentParser(
         prog="python -m downsample_lab.report.selection",
         description="Per arm, pick the setting with the best mean validation accuracy in a tuning sweep (never "

@@ -27,6 +27,7 @@ from downsample_lab.config import keys as config_keys
 from downsample_lab.errors import ConfigError, UserError, did_you_mean, exit_with_error
 from downsample_lab.run import resolvers
 from downsample_lab.run.ddp import LAUNCHER_PID_ENV, die_with_parent
+from downsample_lab.run.exit import freeze_at_exit
 from downsample_lab.run.resume import (
     check_resume_target,
     is_true,
@@ -243,6 +244,7 @@ def check_run(argv: list[str], config_name: str, schema: type) -> bool:
 def run(hydra_main: Callable[[], Any], config_name: str, schema: type) -> Any:
     """Run the ``@hydra.main`` function ``hydra_main`` on the checked and completed command line."""
     die_with_parent()
+    freeze_at_exit()
     from downsample_lab.console import quiet_libraries
 
     quiet_libraries()

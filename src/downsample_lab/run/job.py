@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from downsample_lab import console
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.run import status
+from downsample_lab.run.exit import freeze_at_exit
 from downsample_lab.run.resume import resume_advice, shown
 from downsample_lab.run.status import INTERRUPTED
 from downsample_lab.run.sweep import concurrent_jobs, cpu_count
@@ -90,6 +91,7 @@ def run_task(
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     parallel = concurrent_jobs() > 1
     if parallel:
+        freeze_at_exit()  # a worker process of the pool, which argv.run did not start
         _share_machine(concurrent_jobs())
     resumable = "resume" in cfg
     started = False  # whether this command has written status.json (a new run, or a resume that began)

@@ -15,6 +15,7 @@ are 82 checks (the 81 settings, and the second seed once).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import logging
@@ -127,9 +128,18 @@ SWEEP_RECORD = "multirun.yaml"
 
 def varying_keys(sweep_dir: Path | str) -> list[str]:
     """The keys and config groups the sweep of ``sweep_dir`` varies, from the record Hydra writes there before its
-    first job (``multirun.yaml``: a job's own Hydra config holds only its own values). Raises when unreadable."""
-    sweep = OmegaConf.load(Path(str(sweep_dir)) / SWEEP_RECORD).hydra
-    return [o.key_or_group for o in sweep_overrides(sweep)]
+    first job (``multirun.yaml``: a job's own Hydra config holds only its own values). Raises when unreadable.
+
+    Read once per version of the file (each job names its directory and its HParams by it: reading and parsing
+    the record took ~70 ms a time)."""
+    record = Path(str(sweep_dir)) / SWEEP_RECORD
+    stat = record.stat()
+    return list(_varying_keys(record, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _varying_keys(record: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
+    return tuple(o.key_or_group for o in sweep_overrides(OmegaConf.load(record).hydra))
 
 
 def swept_overrides() -> list[str]:
