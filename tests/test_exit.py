@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
 import pytest
 
-from .conftest import REPO
+from downsample_lab.run import exit as exit_module
+from downsample_lab.run.job import run_task
+
+from .conftest import REPO, compose_config
 
 # Registered before the command runs, so atexit calls it after the command's own handlers (last in, first out).
 PROBE = "import atexit, gc; atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0, flush=True))"
@@ -53,3 +57,13 @@ runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
     result = _python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.rstrip().endswith("frozen at exit: True"), result.stdout[-500:]
+
+
+def test_a_job_asks_for_it_in_a_process_the_command_line_did_not_start(tmp_path, tiny_overrides, monkeypatch):
+    # A worker of a parallel sweep or a SLURM job process runs the task function without argv.run.
+    registered = []
+    monkeypatch.setattr(exit_module, "_registered", False)
+    monkeypatch.setattr(exit_module.atexit, "register", registered.append)
+    cfg = compose_config("train", tiny_overrides, run_dir=tmp_path / "run")
+    run_task(lambda cfg: {"val/acc_best": 0.5}, cfg, metric="val/acc_best")
+    assert registered == [gc.freeze]

@@ -90,8 +90,8 @@ def run_task(
         return metrics.get(metric) if metric else None
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     parallel = concurrent_jobs() > 1
+    freeze_at_exit()  # also where argv.run did not start the process: a worker of a parallel sweep, a SLURM job
     if parallel:
-        freeze_at_exit()  # a worker process of the pool, which argv.run did not start
         _share_machine(concurrent_jobs())
     resumable = "resume" in cfg
     started = False  # whether this command has written status.json (a new run, or a resume that began)
