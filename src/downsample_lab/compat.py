@@ -3,6 +3,10 @@
 Each helper says why the project needs it and when it can go. ``tests/test_compat.py`` has a fast test per
 helper that fails when the private name moves or stops doing what the helper relies on, so an upgrade of a
 library breaks that test, not a training run (or worse, nothing at all).
+
+One private use lives outside this module, because Hydra requires it there: the ``checked`` sweeper
+(``src/hydra_plugins/downsample_lab_sweeper``) subclasses ``hydra._internal.core_plugins.basic_sweeper.BasicSweeper``
+and reads the batches its ``sweep`` sets (``overrides``); ``tests/test_sweeper.py`` runs a real ``sweep`` to guard it.
 """
 
 from __future__ import annotations

@@ -183,6 +183,9 @@ def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
     (:func:`downsample_lab.run.sweep.check_sweep`; raise ConfigError naming a bad job). Returns the number of
     jobs checked. Not for a resumed sweep (``resume=true``): it skips its completed jobs, and a job refused now
     (e.g. by a newer rule) is reported as it starts, without holding back the others."""
+    from downsample_lab.run.sweep import check_sweep, forget_check
+
+    forget_check()  # until this command line's jobs are checked, Hydra's sweeper checks them (hydra/sweeper=checked)
     args = compat.hydra_args_parser().parse_args(argv[1:])
     if not args.multirun or args.help or args.hydra_help or args.shell_completion or args.info or args.cfg:
         return 0
@@ -191,8 +194,6 @@ def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
     overrides = OverridesParser.create().parse_overrides(args.overrides)
     if any(o.key_or_group == "resume" and is_true(o.value()) for o in overrides):
         return 0  # a resumed sweep: its completed jobs are skipped, the others checked as they start
-    from downsample_lab.run.sweep import check_sweep
-
     resolvers.register()  # the YAML's resolvers, for composing each job
     return check_sweep(args.overrides, config_name, schema)
 

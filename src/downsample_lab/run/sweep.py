@@ -235,10 +235,29 @@ def job_overrides(task: Sequence[str], params: Any) -> list[tuple[Any, ...]] | N
 LOCAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", PARALLEL_LAUNCHER)
 
 
+_checked = 0  # the jobs the last check_sweep of this process validated (hydra/sweeper=checked reads it)
+
+
+def checked_jobs() -> int:
+    """How many jobs this process's :func:`check_sweep` validated (0: none, or a check that left them to Hydra).
+
+    The ``checked`` sweeper (``hydra_plugins/downsample_lab_sweeper``) then skips Hydra's own composition of each
+    job before the first starts."""
+    return _checked
+
+
+def forget_check() -> None:
+    """:func:`checked_jobs` back to 0: a command line that :func:`check_sweep` does not check (a resumed sweep)."""
+    global _checked
+    _checked = 0
+
+
 def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
     """Compose and validate every job of the multirun ``task`` (the command line's overrides); raise ConfigError
     for the first bad one, naming its overrides. Returns the number of jobs checked (0: not a sweep, or its
-    values are only known to Hydra)."""
+    values are only known to Hydra), which :func:`checked_jobs` reports from then on."""
+    global _checked
+    forget_check()
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -312,7 +331,8 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
     finally:
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None  # Hydra sets its own when the sweep starts
-    return len(jobs)
+    _checked = len(jobs)
+    return _checked
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:

@@ -1,0 +1,1 @@
+"""downsample-lab's Hydra sweeper (``hydra/sweeper=checked``): :mod:`.checked_sweeper`."""

@@ -1,0 +1,101 @@
+"""hydra/sweeper=checked: Hydra's basic sweeper, without composing every job again after the project's check."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+from downsample_lab.config import TrainConfig
+from downsample_lab.run import argv as run_argv
+from downsample_lab.run import sweep
+
+from .conftest import compose_config
+
+TARGET = "hydra_plugins.downsample_lab_sweeper.checked_sweeper.CheckedSweeper"
+
+
+@pytest.mark.parametrize("name", ["train", "eval", "bench"])
+def test_the_configs_sweep_with_the_checked_sweeper_which_hydra_finds(name):
+    compose_config(name, [])
+    sweeper = HydraConfig.get().sweeper
+    assert sweeper._target_ == TARGET
+    assert sweeper.params is None and sweeper.max_batch_size is None  # the basic sweeper's keys
+    assert (
+        TARGET in Plugins.instance().class_name_to_class
+    )  # Hydra's plugin scan finds it, so it can start it
+
+
+@pytest.fixture
+def hydra_checks(monkeypatch) -> list:
+    """The batches Hydra's own composition pass (Sweeper.validate_batch_is_legal) is given."""
+    calls: list = []
+    monkeypatch.setattr(Sweeper, "validate_batch_is_legal", lambda self, batch: calls.append(batch))
+    return calls
+
+
+def _sweeper(batches: list[list[list[str]]]) -> Sweeper:
+    # The class as Hydra starts it: its plugin scan runs the plugin modules again, so an import here would give
+    # a class whose base Hydra has since replaced.
+    s = Plugins.instance().class_name_to_class[TARGET](max_batch_size=None)
+    s.overrides = batches  # what BasicSweeper.sweep sets before it validates and launches each batch
+    return s
+
+
+@pytest.mark.parametrize(
+    ("checked", "hydra_composes"),
+    [
+        (4, False),
+        (0, True),
+        (3, True),
+    ],  # all 4 jobs checked; none (e.g. a resumed sweep); another sweep's count
+)
+def test_hydra_composes_the_jobs_again_only_when_the_check_did_not_cover_them(
+    monkeypatch, hydra_checks, checked, hydra_composes
+):
+    monkeypatch.setattr(sweep, "_checked", checked)
+    batches = [[["seed=0"], ["seed=1"]], [["seed=2"], ["seed=3"]]]  # max_batch_size=2
+    s = _sweeper(batches)
+    for batch in batches:
+        s.validate_batch_is_legal(batch)
+    assert hydra_checks == (batches if hydra_composes else [])
+
+
+def test_the_check_counts_the_jobs_it_validated_and_forgets_them_for_a_command_it_does_not_check(monkeypatch):
+    monkeypatch.setattr(sweep, "_checked", 0)
+    assert run_argv.check_multirun(["prog", "-m", "seed=range(0,3)"], "train", TrainConfig) == 3
+    assert sweep.checked_jobs() == 3
+    resumed = ["prog", "-m", "resume=true", "seed=range(0,3)"]  # Hydra's sweeper checks a resumed sweep
+    assert run_argv.check_multirun(resumed, "train", TrainConfig) == 0
+    assert sweep.checked_jobs() == 0
+    assert run_argv.check_multirun(["prog", "-m", "seed=range(0,3)"], "train", TrainConfig) == 3
+    with pytest.raises(Exception, match="job 1 of the sweep"):
+        run_argv.check_multirun(["prog", "-m", "model.downsample=maxpool,nope"], "train", TrainConfig)
+    assert sweep.checked_jobs() == 0  # a refused sweep never starts; nothing stands as checked
+
+
+@pytest.mark.parametrize(("checked", "hydra_composes"), [(2, False), (0, True)])
+def test_a_real_sweep_of_the_basic_sweeper_goes_through_the_skip(
+    tmp_path, monkeypatch, hydra_checks, checked, hydra_composes
+):
+    # Guards the private base (hydra._internal's BasicSweeper): its sweep() sets .overrides to the sweep's batches
+    # before it validates each one. Were that renamed, the skip would silently stop (Hydra would compose again).
+    monkeypatch.setattr(sweep, "_checked", checked)
+    launched = []
+
+    class Launcher:
+        def launch(self, batch, initial_job_idx):
+            launched.append([list(job) for job in batch])
+            return [SimpleNamespace(return_value=None) for _ in batch]
+
+    s = _sweeper([])
+    s.overrides = None
+    s.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    s.launcher, s.hydra_context = Launcher(), SimpleNamespace(config_loader=None, callbacks=None)
+    s.sweep(["seed=0,1"])
+    assert launched == [[["seed=0"], ["seed=1"]]]
+    assert [[list(job) for job in batch] for batch in hydra_checks] == (launched if hydra_composes else [])
