@@ -10,7 +10,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import OmegaConf
 
-from downsample_lab.config import TrainConfig
+from downsample_lab.config import BenchConfig, TrainConfig
 from downsample_lab.run import argv as run_argv
 from downsample_lab.run import sweep
 
@@ -38,21 +38,27 @@ def hydra_checks(monkeypatch) -> list:
     return calls
 
 
-def _sweeper(batches: list[list[list[str]]]) -> Sweeper:
+def _sweeper(batches: list[list[list[str]]], config_name: str = "train", sweep_dir: str = "") -> Sweeper:
     # The class as Hydra starts it: its plugin scan runs the plugin modules again, so an import here would give
     # a class whose base Hydra has since replaced.
     s = Plugins.instance().class_name_to_class[TARGET](max_batch_size=None)
     s.overrides = batches  # what BasicSweeper.sweep sets before it validates and launches each batch
+    s.config = OmegaConf.create({"hydra": {"job": {"config_name": config_name}, "sweep": {"dir": sweep_dir}}})
     return s
 
 
 @pytest.mark.parametrize(
     ("checked", "hydra_composes"),
     [
-        (4, False),
-        (0, True),
-        (3, True),
-    ],  # all 4 jobs checked; none (e.g. a resumed sweep); another sweep's count
+        (("train", 4), False),  # all 4 jobs checked
+        (("", 0), True),  # none (e.g. a resumed sweep)
+        (("train", 3), True),  # another sweep's count
+        (("train", 5), True),
+        (
+            ("bench", 4),
+            True,
+        ),  # another config's (python -m downsample_lab.bench --config-name bench_overhead)
+    ],
 )
 def test_hydra_composes_the_jobs_again_only_when_the_check_did_not_cover_them(
     monkeypatch, hydra_checks, checked, hydra_composes
@@ -66,19 +72,42 @@ def test_hydra_composes_the_jobs_again_only_when_the_check_did_not_cover_them(
 
 
 def test_the_check_counts_the_jobs_it_validated_and_forgets_them_for_a_command_it_does_not_check(monkeypatch):
-    monkeypatch.setattr(sweep, "_checked", 0)
+    monkeypatch.setattr(sweep, "_checked", ("", 0))
     assert run_argv.check_multirun(["prog", "-m", "seed=range(0,3)"], "train", TrainConfig) == 3
-    assert sweep.checked_jobs() == 3
+    assert sweep.checked_jobs("train") == 3 and sweep.checked_jobs("eval") == 0
     resumed = ["prog", "-m", "resume=true", "seed=range(0,3)"]  # Hydra's sweeper checks a resumed sweep
     assert run_argv.check_multirun(resumed, "train", TrainConfig) == 0
-    assert sweep.checked_jobs() == 0
+    assert sweep.checked_jobs("train") == 0
     assert run_argv.check_multirun(["prog", "-m", "seed=range(0,3)"], "train", TrainConfig) == 3
     with pytest.raises(Exception, match="job 1 of the sweep"):
         run_argv.check_multirun(["prog", "-m", "model.downsample=maxpool,nope"], "train", TrainConfig)
-    assert sweep.checked_jobs() == 0  # a refused sweep never starts; nothing stands as checked
+    assert sweep.checked_jobs("train") == 0  # a refused sweep never starts; nothing stands as checked
+    elsewhere = ["prog", "-m", "--config-dir", "/elsewhere", "seed=0,1"]  # configs the check does not read
+    assert run_argv.check_multirun(elsewhere, "train", TrainConfig) == 0
 
 
-@pytest.mark.parametrize(("checked", "hydra_composes"), [(2, False), (0, True)])
+def test_the_check_composes_the_config_hydra_will(monkeypatch):
+    monkeypatch.setattr(sweep, "_checked", ("", 0))
+    overhead = ["prog", "--config-name", "bench_overhead", "-m", "seed=0,1"]
+    assert run_argv.check_multirun(overhead, "bench", BenchConfig) == 2
+    assert sweep.checked_jobs("bench_overhead") == 2 and sweep.checked_jobs("bench") == 0
+
+
+def test_a_sweep_record_is_read_again_when_it_changes_even_to_the_same_size(tmp_path):
+    record = tmp_path / sweep.SWEEP_RECORD
+
+    def write(key: str) -> None:
+        OmegaConf.save(
+            {"hydra": {"overrides": {"task": [f"{key}=1,2"]}, "sweeper": {"params": None}}}, record
+        )
+
+    write("seed")
+    assert sweep.varying_keys(tmp_path) == ["seed"]
+    write("sede")  # same size, maybe the same timestamp
+    assert sweep.varying_keys(tmp_path) == ["sede"]
+
+
+@pytest.mark.parametrize(("checked", "hydra_composes"), [(("train", 2), False), (("", 0), True)])
 def test_a_real_sweep_of_the_basic_sweeper_goes_through_the_skip(
     tmp_path, monkeypatch, hydra_checks, checked, hydra_composes
 ):
@@ -92,9 +121,8 @@ def test_a_real_sweep_of_the_basic_sweeper_goes_through_the_skip(
             launched.append([list(job) for job in batch])
             return [SimpleNamespace(return_value=None) for _ in batch]
 
-    s = _sweeper([])
+    s = _sweeper([], sweep_dir=str(tmp_path))
     s.overrides = None
-    s.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
     s.launcher, s.hydra_context = Launcher(), SimpleNamespace(config_loader=None, callbacks=None)
     s.sweep(["seed=0,1"])
     assert launched == [[["seed=0"], ["seed=1"]]]

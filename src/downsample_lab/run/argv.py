@@ -189,13 +189,17 @@ def check_multirun(argv: list[str], config_name: str, schema: type) -> int:
     args = compat.hydra_args_parser().parse_args(argv[1:])
     if not args.multirun or args.help or args.hydra_help or args.shell_completion or args.info or args.cfg:
         return 0
+    if args.config_dir or args.config_path:
+        return 0  # configs from elsewhere: their jobs are Hydra's to compose (and its sweeper checks them)
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = OverridesParser.create().parse_overrides(args.overrides)
     if any(o.key_or_group == "resume" and is_true(o.value()) for o in overrides):
         return 0  # a resumed sweep: its completed jobs are skipped, the others checked as they start
     resolvers.register()  # the YAML's resolvers, for composing each job
-    return check_sweep(args.overrides, config_name, schema)
+    return check_sweep(
+        args.overrides, args.config_name or config_name, schema
+    )  # e.g. --config-name bench_overhead
 
 
 def check_run(argv: list[str], config_name: str, schema: type) -> bool:

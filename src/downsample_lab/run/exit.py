@@ -6,11 +6,12 @@ garbage collections the interpreter runs while it tears its modules down, each w
 those libraries hold. ``gc.freeze()`` as the process exits moves every object out of the collector's reach, and
 the exit takes 0.2 s: 1.2 s less for every command, every sweep and every worker of a parallel sweep.
 
-What still runs: every ``atexit`` handler (logging flushes and closes its files, Lightning and TensorBoard
-theirs), the flush of stdout and stderr, and every object's deallocation by reference count. What does not:
-collecting objects caught in reference cycles, whose memory the operating system takes back with the process
-and whose ``__del__`` Python never promises to call at exit. The project closes what it writes (``with``
-blocks, the loggers' ``finalize``) rather than relying on either.
+What still runs: every ``atexit`` handler (``logging.shutdown`` flushes and closes the log files), the flush of
+stdout and stderr, and every object's deallocation by reference count. What does not: collecting objects caught
+in reference cycles, whose memory the operating system takes back with the process and whose ``__del__`` Python
+never promises to call at exit. The project closes what it writes before then (``with`` blocks and atomic
+replaces for its records, ``torch.save`` for checkpoints, the TensorBoard logger's ``finalize`` at the end of
+a fit, a failure or SIGTERM) rather than relying on either.
 """
 
 from __future__ import annotations

@@ -130,16 +130,14 @@ def varying_keys(sweep_dir: Path | str) -> list[str]:
     """The keys and config groups the sweep of ``sweep_dir`` varies, from the record Hydra writes there before its
     first job (``multirun.yaml``: a job's own Hydra config holds only its own values). Raises when unreadable.
 
-    Read once per version of the file (each job names its directory and its HParams by it: reading and parsing
-    the record took ~70 ms a time)."""
-    record = Path(str(sweep_dir)) / SWEEP_RECORD
-    stat = record.stat()
-    return list(_varying_keys(record, stat.st_mtime_ns, stat.st_size))
+    Parsed once per content of the file (each job names its directory and its HParams by it: parsing the record
+    took ~70 ms a time, reading it a few microseconds)."""
+    return list(_varying_keys((Path(str(sweep_dir)) / SWEEP_RECORD).read_text()))
 
 
 @functools.lru_cache(maxsize=8)
-def _varying_keys(record: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
-    return tuple(o.key_or_group for o in sweep_overrides(OmegaConf.load(record).hydra))
+def _varying_keys(record: str) -> tuple[str, ...]:
+    return tuple(o.key_or_group for o in sweep_overrides(OmegaConf.create(record).hydra))
 
 
 def swept_overrides() -> list[str]:
@@ -235,27 +233,31 @@ def job_overrides(task: Sequence[str], params: Any) -> list[tuple[Any, ...]] | N
 LOCAL_LAUNCHERS = ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", PARALLEL_LAUNCHER)
 
 
-_checked = 0  # the jobs the last check_sweep of this process validated (hydra/sweeper=checked reads it)
+# What the last check_sweep of this process validated: the config's name and the number of its jobs
+# (hydra/sweeper=checked reads it).
+_checked: tuple[str, int] = ("", 0)
 
 
-def checked_jobs() -> int:
-    """How many jobs this process's :func:`check_sweep` validated (0: none, or a check that left them to Hydra).
+def checked_jobs(config_name: str) -> int:
+    """How many jobs of the config ``config_name`` this process's :func:`check_sweep` validated (0: none, another
+    config's, or a check that left them to Hydra).
 
     The ``checked`` sweeper (``hydra_plugins/downsample_lab_sweeper``) then skips Hydra's own composition of each
     job before the first starts."""
-    return _checked
+    name, jobs = _checked
+    return jobs if name == config_name else 0
 
 
 def forget_check() -> None:
     """:func:`checked_jobs` back to 0: a command line that :func:`check_sweep` does not check (a resumed sweep)."""
     global _checked
-    _checked = 0
+    _checked = ("", 0)
 
 
 def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
     """Compose and validate every job of the multirun ``task`` (the command line's overrides); raise ConfigError
     for the first bad one, naming its overrides. Returns the number of jobs checked (0: not a sweep, or its
-    values are only known to Hydra), which :func:`checked_jobs` reports from then on."""
+    values are only known to Hydra), which :func:`checked_jobs` reports for ``config_name`` from then on."""
     global _checked
     forget_check()
     from hydra import initialize_config_dir
@@ -331,8 +333,8 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
     finally:
         GlobalHydra.instance().clear()
         HydraConfig.instance().cfg = None  # Hydra sets its own when the sweep starts
-    _checked = len(jobs)
-    return _checked
+    _checked = (config_name, len(jobs))
+    return len(jobs)
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:

@@ -3,11 +3,12 @@
 ``python -m downsample_lab.<tool> -m ...`` checks every job of a sweep before Hydra runs
 (:func:`downsample_lab.run.sweep.check_sweep`: each job's config composed and validated against the schema, a
 bad job named in one sentence). Hydra's basic sweeper then composes every job once more, for the same purpose
-(``validate_batch_is_legal``): about 70 ms a job on a 2-core CPU, 0.6 s for 8 jobs and 2.4 s for the 27 of
+(``validate_batch_is_legal``): 70–90 ms a job on a 2-core CPU, 0.6 s for 8 jobs and 2.4 s for the 27 of
 ``experiment=ablation_fast_cpu``, serial, before the first job and while the pool or the GPU waits.
 :class:`CheckedSweeper` skips that pass when the project's check covered every job of the sweep, and is the
-basic sweeper in everything else. The project's configs select it (``override hydra/sweeper: checked``); a sweep
-that the check leaves to Hydra (a resumed sweep, ``glob(...)`` values) is validated by Hydra as before.
+basic sweeper in everything else. The configs of train, eval and bench select it (``override hydra/sweeper:
+checked``); a sweep that the check leaves to Hydra (a resumed sweep, ``glob(...)`` values, configs from
+``--config-dir``) or of another config than the one checked is validated by Hydra as before.
 
 A Hydra plugin lives in the ``hydra_plugins`` namespace package, where Hydra finds it (its plugin rule). No
 ``from __future__ import annotations`` here: Hydra runs this module outside ``sys.modules`` when it scans for
@@ -17,7 +18,7 @@ plugins, where a dataclass with string annotations cannot be built.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf  # private: see tests
 from hydra.core.config_store import ConfigStore
 
 
@@ -40,6 +41,7 @@ class CheckedSweeper(BasicSweeper):
         from downsample_lab.run.sweep import checked_jobs
 
         planned = sum(len(b) for b in self.overrides or [])  # the sweep's jobs, in its batches
-        if planned and checked_jobs() == planned:
+        assert self.config is not None
+        if planned and checked_jobs(self.config.hydra.job.config_name) == planned:
             return
         super().validate_batch_is_legal(batch)
