@@ -33,6 +33,7 @@ TINY = [
 ]
 PHASES = (
     "train_steps",
+    "imports",
     "start",
     "fit_setup",
     "sanity_check",
@@ -106,7 +107,8 @@ def main() -> None:
     sequential = {t: jobs for name, t, _, jobs in results if name.startswith("one at a time")}
 
     print()
-    # outside the jobs: the imports, and Hydra's work per job (composing its config, writing .hydra/); only a
+    # outside the jobs: Python and Hydra's start, the sweep's check, Hydra's work per job (composing its config,
+    # writing .hydra/) and the exit (the imports are the first job's "imports" phase, from 2026-12-01 on); only a
     # sequential sweep's wall time is the sum of its parts
     header = ["sweep", "threads per job", "wall s", "ratio", "jobs' wall s", "outside the jobs s"]
     header += [p.replace("_", " ") for p in PHASES]

@@ -156,6 +156,83 @@ def test_the_summary_counts_interrupted_failed_and_never_run_jobs_apart(tmp_path
     assert "interrupted: the sweep stopped while it ran" in text and "RuntimeError: boom" in text
 
 
+def _job(sweep: Path, n: int, status: dict, overrides: list[str] | None = None) -> Path:
+    job = sweep / f"{n}_job-{n}"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides or [f"seed={n}"]))
+    (job / "status.json").write_text(json.dumps(status))
+    return job
+
+
+def _times(wall: float) -> dict:
+    return {**dict.fromkeys(PHASES, 0.0), "train_steps": wall, "wall": wall, "fixed": 0.0}
+
+
+def test_the_time_line_is_there_when_no_job_finished(tmp_path):
+    _job(tmp_path, 0, {"status": "interrupted", "error": "the sweep stopped while it ran"})
+    text, ok = sweep_summary(tmp_path, planned=3, elapsed=5.0)
+    assert not ok and "Time: 5 s for the sweep; no job of it finished." in text.splitlines()
+
+
+def test_a_resumed_sweeps_time_line_counts_only_the_jobs_this_command_ran(tmp_path):
+    before = _job(tmp_path, 0, {"status": "completed", "times": _times(30.0)})
+    os.utime(before / "status.json", (1_000_000, 1_000_000))  # written by the first command
+    _job(tmp_path, 1, {"status": "completed", "times": _times(4.0)})
+    text, ok = sweep_summary(tmp_path, elapsed=6.0, since=2_000_000)
+    assert ok
+    assert text.splitlines()[-1] == (
+        "Time: 6 s for the sweep; its 1 timed job took 4.0 s = training steps 4.0 s + fixed 0.0 s (imports 0.0, "
+        "start 0.0, fit setup 0.0, sanity check 0.0, validation 0.0, checkpoints 0.0, fit end 0.0, test 0.0, "
+        "other 0.0) (1 job completed by an earlier command not counted)."
+    )
+
+
+def test_the_resume_command_is_said_once_and_asks_for_a_fix_only_after_a_failure(tmp_path):
+    command = "python -m downsample_lab.train -m resume=true hydra.sweep.dir=/s"
+    _job(tmp_path, 0, {"status": "running"})
+    _job(
+        tmp_path,
+        1,
+        {"status": "interrupted", "error": f"interrupted; it starts again when the sweep goes on: {command}"},
+    )
+    assert summary.mark_stopped(tmp_path, command) == 1
+    assert command in _status(tmp_path / "0_job-0")["error"]  # status.json says how to go on
+    text, _ = sweep_summary(tmp_path, command, planned=2)
+    assert text.count(command) == 1
+    assert (
+        text.splitlines()[-1]
+        == f"Continue the sweep with: {command} (completed jobs are skipped, the others resumed)."
+    )
+    _job(tmp_path, 2, {"status": "failed", "error": "RuntimeError: boom"})
+    text, _ = sweep_summary(tmp_path, command, planned=3)
+    assert f"Continue the sweep (after fixing what failed) with: {command}" in text
+
+
+def test_jobs_are_named_by_the_keys_the_sweep_varies_even_if_the_started_ones_share_a_value(tmp_path):
+    hydra = {
+        "overrides": {"task": ["model.downsample=maxpool,conv", "seed=0,1"]},
+        "sweeper": {"params": None},
+    }
+    (tmp_path / "multirun.yaml").write_text(OmegaConf.to_yaml({"hydra": hydra}))
+    for n in (0, 1):
+        _job(
+            tmp_path,
+            n,
+            {"status": "interrupted", "error": "stopped"},
+            ["model.downsample=maxpool", f"seed={n}"],
+        )
+    text, _ = sweep_summary(tmp_path, planned=4)
+    assert "  job 0 (model.downsample=maxpool,seed=0): interrupted: stopped" in text.splitlines()
+
+
+def test_a_jobs_clock_counts_its_imports_from_the_jobs_start():
+    from downsample_lab.run.clock import JobTimes, TimedCheckpointIO
+
+    times = JobTimes(TimedCheckpointIO(), t0=time.perf_counter() - 2.0).seconds()
+    assert times["imports"] >= 2.0 and times["wall"] >= times["imports"]
+    assert JobTimes(TimedCheckpointIO()).seconds()["imports"] == 0.0
+
+
 def _launcher(n_jobs: int, target: str = sweeps.PARALLEL_LAUNCHER):
     return OmegaConf.create({"_target_": target, "n_jobs": n_jobs})
 

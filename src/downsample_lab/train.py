@@ -24,7 +24,7 @@ from downsample_lab.console import quiet_libraries
 from downsample_lab.device import check_accelerator
 from downsample_lab.run import argv, resolvers
 from downsample_lab.run.ddp import distributed_job, use_hydra_job_command
-from downsample_lab.run.job import run_dir, run_task
+from downsample_lab.run.job import job_started, run_dir, run_task
 from downsample_lab.run.resume import resume_point
 from downsample_lab.run.sweep import check_launcher, concurrent_jobs, swept_overrides
 
@@ -87,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def train_job(run: Prepared) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`train` of a prepared run, with what ``status.json`` records besides the metrics: ``times``, the
     job's wall seconds per phase (:mod:`downsample_lab.run.times`)."""
+    t0 = job_started()  # the job's clock starts here: the imports below are its first phase
     import lightning as L
 
     from downsample_lab.data import CIFAR10DataModule
@@ -101,7 +102,7 @@ def train_job(run: Prepared) -> tuple[dict[str, float], dict[str, Any]]:
     quiet_libraries()  # again: importing Lightning just now set its loggers back to INFO
     cfg, out, resume = run.cfg, run.out, run.resume
     io = TimedCheckpointIO()
-    clock = JobTimes(io)
+    clock = JobTimes(io, t0)
     if resume is not None:  # its own checkpoints are there: Lightning's "exists and is not empty" is expected
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     L.seed_everything(cfg.seed, workers=True)

@@ -126,8 +126,8 @@ def bench(cfg: DictConfig) -> dict[str, float]:
     precision, why = resolve_precision(cfg.trainer)
     load_start = os.getloadavg()
     steps = Plan(b.warmup_steps, b.window_steps, b.windows).total_steps
-    log.info("Bench on %s, precision %s (%s): %d strategies x 2 paths x %d steps of batch %d.",
-             device, precision, why, len(b.strategies), steps, cfg.data.batch_size)  # fmt: skip
+    log.info("Bench on %s, precision %s (%s): %d strateg%s x 2 paths x %d steps of batch %d.", device, precision,
+             why, len(b.strategies), "y" if len(b.strategies) == 1 else "ies", steps, cfg.data.batch_size)  # fmt: skip
 
     datamodule = CIFAR10DataModule(
         OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed

@@ -139,8 +139,8 @@ def _column_notes(rep: Report) -> list[str]:
         "interval of that difference (Welch: unequal variances, Welch–Satterthwaite degrees of freedom). "
         "**p vs baseline**: the two-sided Welch's t-test of the same comparison, uncorrected; "
         f"**p Holm**: that p adjusted by the Holm–Bonferroni method (`{HOLM}`, statsmodels' `multipletests`) "
-        f"over the family of every arm's test against its baseline in this report ({_family(rep, 'welch_p')} "
-        f"tests). {DASH} for a baseline itself and where either side has fewer than 2 runs (the interval: "
+        f"over the family of every arm's test against its baseline in this report ({_tests(_family(rep, 'welch_p'))}"
+        f"). {DASH} for a baseline itself and where either side has fewer than 2 runs (the interval: "
         f"fewer than {MIN_CI_RUNS}, as above); the interval is not adjusted for multiplicity.",
         "- **best val acc %**: each run's final `val/acc_best` (best validation accuracy over its epochs).",
         "- **train images/s**: per run, the mean of the per-epoch `train/images_per_sec` (global "
@@ -173,6 +173,10 @@ def _column_notes(rep: Report) -> list[str]:
 def _family(rep: Report, column: str) -> int:
     """How many tests a Holm family has: the arms with a defined p in ``column``."""
     return int(rep.results[column].notna().sum()) if column in rep.results else 0
+
+
+def _tests(n: int) -> str:
+    return f"{n} test" if n == 1 else f"{n} tests"
 
 
 def _shift_section(rep: Report) -> list[str]:

@@ -35,12 +35,14 @@ class JobTimes(L.Callback):
     """Wall seconds per phase of one training job (:data:`PHASES`).
 
     ``train`` calls :meth:`mark` around ``fit`` and ``test``; the hooks split ``fit`` into its phases. The job's
-    clock starts when the object is made.
+    clock starts when the object is made, or at ``t0`` (``time.perf_counter()``: the job's start,
+    :func:`downsample_lab.run.job.job_started`), the time until the object is made being ``imports``.
     """
 
-    def __init__(self, checkpoint_io: TimedCheckpointIO) -> None:
+    def __init__(self, checkpoint_io: TimedCheckpointIO, t0: float | None = None) -> None:
         self._io = checkpoint_io
-        self._t0 = time.perf_counter()
+        self._made = time.perf_counter()
+        self._t0 = self._made if t0 is None else t0
         self._seconds = dict.fromkeys(PHASES, 0.0)
         self._marks: dict[str, float] = {}
         self._since = 0.0  # start of the open sanity check or epoch
@@ -94,8 +96,9 @@ class JobTimes(L.Callback):
         s = dict(self._seconds)
         m, now = self._marks, time.perf_counter()
         s["checkpoints"] = self._io.seconds
+        s["imports"] = self._made - self._t0
         if "fit_start" in m:
-            s["start"] = m["fit_start"] - self._t0
+            s["start"] = m["fit_start"] - self._made
             s["fit_setup"] = m.get("fit_started", m["fit_start"]) - m["fit_start"]
         if "fit_end" in m and "last_epoch_end" in m:
             s["fit_end"] = max(0.0, m["fit_end"] - m["last_epoch_end"])

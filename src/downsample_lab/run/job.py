@@ -65,6 +65,16 @@ def _report_stop(directory: Path, what: str, advice: str) -> None:
         console.write(f"Run {shown(directory)} {what}; {advice}")  # above the bar, not glued onto it
 
 
+_started: float | None = None  # time.perf_counter() when this process's current job began (run_task)
+
+
+def job_started() -> float | None:
+    """When the job this process runs began (``time.perf_counter()``; None outside :func:`run_task`): a job's
+    clock starts there, so its ``start`` includes what the job's process imports for it (torch and Lightning,
+    in the first job of a process)."""
+    return _started
+
+
 def run_task(
     task: Callable[[Any], Any],
     cfg: DictConfig,
@@ -88,6 +98,8 @@ def run_task(
         log.info("%s completed before: returning its saved metrics without training.", directory)
         metrics = previous.get("metrics", {})
         return metrics.get(metric) if metric else None
+    global _started
+    t0 = _started = time.perf_counter()
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     parallel = concurrent_jobs() > 1
     freeze_at_exit()  # also where argv.run did not start the process: a worker of a parallel sweep, a SLURM job
@@ -96,7 +108,6 @@ def run_task(
     resumable = "resume" in cfg
     started = False  # whether this command has written status.json (a new run, or a resume that began)
     handler = _catch_sigterm()
-    t0 = time.perf_counter()
     try:
         prepared = prepare(cfg) if prepare is not None else cfg
         write_status(directory, "running")
@@ -163,10 +174,12 @@ def _share_machine(jobs: int) -> None:
             handler, logging.FileHandler
         ):  # console
             root.removeHandler(handler)
+    threads = torch.get_num_threads()
     log.info(
-        "One of %d jobs running at once (hydra/launcher=parallel): %d torch threads.",
+        "One of %d jobs running at once (a parallel sweep): %d torch thread%s.",
         jobs,
-        torch.get_num_threads(),
+        threads,
+        "" if threads == 1 else "s",
     )
 
 

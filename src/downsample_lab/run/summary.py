@@ -15,21 +15,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.run.resume import sweep_resume_command
 from downsample_lab.run.status import INTERRUPTED, status_of, write_status
-from downsample_lab.run.sweep import planned_jobs
+from downsample_lab.run.sweep import planned_jobs, varying_keys
 from downsample_lab.run.times import add_up
 from downsample_lab.run.times import describe as describe_times
 
 
 def sweep_summary(
-    sweep_dir: Path, hint: str = "", planned: int | None = None, elapsed: float | None = None
+    sweep_dir: Path,
+    resume: str = "",
+    planned: int | None = None,
+    elapsed: float | None = None,
+    since: float | None = None,
 ) -> tuple[str, bool]:
     """One line for the sweep and one per job that did not complete, from the jobs' ``status.json`` files.
 
     Returns the text (empty when no job has a status) and whether every job completed. ``planned`` is the
     number of jobs the sweep meant to run (:func:`downsample_lab.run.sweep.planned_jobs`): jobs without a
     directory or status never ran (the sweep was stopped before them), and the summary says how many. A job
-    is named by its number and the overrides that set it apart from the other jobs of the sweep. With
-    ``elapsed`` (the sweep's wall seconds) a last line adds up where the jobs' time went (their ``times``).
+    is named by its number and the values of the keys the sweep varies. ``resume``, the command that continues
+    the sweep, ends a summary of a sweep that did not complete (and a job's reason does not repeat it). With
+    ``elapsed`` (the sweep's wall seconds) a ``Time:`` line adds up where the jobs' time went (their ``times``),
+    counting with ``since`` (the sweep's start, ``time.time()``) only the jobs this command ran: a resumed
+    sweep's jobs completed before keep the times of the command that ran them.
     """
     jobs = []
     for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else [], key=_job_number):
@@ -37,7 +44,7 @@ def sweep_summary(
         if status and _job_number(job) >= 0:
             overrides = _overrides(job)
             jobs.append((job, status, overrides))
-    varying = {k for k in {k for _, _, o in jobs for k in o} if len({o.get(k) for _, _, o in jobs}) > 1}
+    varying = _varying(sweep_dir, [o for _, _, o in jobs])
     lines = []
     n_interrupted = 0
     for job, status, overrides in jobs:
@@ -46,6 +53,8 @@ def sweep_summary(
         own = ",".join(f"{k}={v}" for k, v in overrides.items() if k in varying)
         name = f"job {_job_number(job)}" + (f" ({own})" if own else "")
         reason = status.get("error") or "did not finish (killed?)"
+        if resume:  # said once, on the summary's last line
+            reason = reason.replace(f": {resume}", "")
         if status.get("status") == INTERRUPTED:
             n_interrupted += 1
             reason = f"interrupted: {reason}" if not reason.startswith("interrupted") else reason
@@ -55,8 +64,9 @@ def sweep_summary(
     never = total - len(jobs)
     if not jobs and not planned:
         return "", True  # no job got as far as its task (e.g. a composition error, which Hydra reports)
-    times = [t for _, status, _ in jobs if isinstance(t := status.get("times"), dict)]
-    footer = [_time_line(times, elapsed)] if times and elapsed is not None else []
+    ran = [job for job, _, _ in jobs if since is None or _written_since(job, since)]
+    times = [t for job, status, _ in jobs if job in ran and isinstance(t := status.get("times"), dict)]
+    footer = [_time_line(times, elapsed, len(jobs) - len(ran))] if elapsed is not None else []
     if not lines and not never:
         return "\n".join([f"Sweep {sweep_dir}: all {done} jobs completed.", *footer]), True
     head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
@@ -71,12 +81,40 @@ def sweep_summary(
     ]
     head += "; " + (", ".join(counts[:-1]) + " and " + counts[-1] if len(counts) > 1 else counts[0])
     head += ":" if lines else "."
-    return "\n".join([head, *lines, *footer, *([hint] if hint else [])]), False
+    hint = []
+    if resume:
+        fix = " (after fixing what failed)" if len(lines) > n_interrupted else ""
+        hint = [f"Continue the sweep{fix} with: {resume} (completed jobs are skipped, the others resumed)."]
+    return "\n".join([head, *lines, *footer, *hint]), False
 
 
-def _time_line(times: list[dict[str, float]], elapsed: float) -> str:
-    total = add_up(times)
-    return f"Time: {elapsed:.0f} s for the sweep; its {len(times)} timed jobs took {describe_times(total)}."
+def _time_line(times: list[dict[str, float]], elapsed: float, before: int) -> str:
+    line = f"Time: {elapsed:.0f} s for the sweep"
+    earlier = f" ({before} {_jobs(before)} completed by an earlier command not counted)" if before else ""
+    if not times:
+        return f"{line}; no job of it finished{earlier}."
+    return (
+        f"{line}; its {len(times)} timed {_jobs(len(times))} took {describe_times(add_up(times))}{earlier}."
+    )
+
+
+def _jobs(n: int) -> str:
+    return "job" if n == 1 else "jobs"
+
+
+def _varying(sweep_dir: Path, overrides: list[dict[str, str]]) -> set[str]:
+    """The keys the sweep varies (from its ``multirun.yaml``); else those whose value differs between its jobs."""
+    try:
+        return set(varying_keys(sweep_dir))
+    except Exception:  # no record (e.g. a folder of runs put together by hand)
+        return {k for k in {k for o in overrides for k in o} if len({o.get(k) for o in overrides}) > 1}
+
+
+def _written_since(job: Path, since: float) -> bool:
+    try:
+        return (job / "status.json").stat().st_mtime >= since
+    except OSError:
+        return False
 
 
 def _job_number(job: Path) -> int:
@@ -92,12 +130,14 @@ def _overrides(job: Path) -> dict[str, str]:
     return dict(str(o).split("=", 1) for o in listed if "=" in str(o))
 
 
-def mark_stopped(sweep_dir: Path) -> int:
-    """Record every job of ``sweep_dir`` still marked running as stopped; returns how many there were."""
+def mark_stopped(sweep_dir: Path, resume: str = "") -> int:
+    """Record every job of ``sweep_dir`` still marked running as stopped, with ``resume``, the command that
+    continues the sweep (and the job), if given; returns how many there were."""
+    error = "the sweep stopped while it ran" + (f"; it continues with the sweep: {resume}" if resume else "")
     count = 0
     for job in sorted(sweep_dir.iterdir() if sweep_dir.is_dir() else []):
         if _job_number(job) >= 0 and status_of(job).get("status") == "running":
-            write_status(job, INTERRUPTED, error="the sweep stopped while it ran")
+            write_status(job, INTERRUPTED, error=error)
             count += 1
     return count
 
@@ -113,19 +153,17 @@ class SweepSummary(Callback):
 
     def __init__(self) -> None:
         self._sweep_dir: Path | None = None
-        self._hint = ""
+        self._resume = ""
         self._planned: int | None = None
         self._t0 = 0.0
+        self._started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._sweep_dir = Path(config.hydra.sweep.dir)
         self._planned = planned_jobs(config.hydra)
-        self._t0 = time.perf_counter()
+        self._t0, self._started = time.perf_counter(), time.time()
         if "resume" in config:
-            self._hint = (
-                f"Continue the sweep (after fixing what failed) with: {sweep_resume_command(config.hydra)} "
-                "(completed jobs are skipped, the others resumed)."
-            )
+            self._resume = sweep_resume_command(config.hydra)
         atexit.register(self._report)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -136,8 +174,9 @@ class SweepSummary(Callback):
             return
         # At the sweep's end or exit no job of it runs any more (a parallel sweep's workers are gone: joblib kills
         # them on Ctrl-C, before they can record it): a job still marked running was stopped.
-        mark_stopped(self._sweep_dir)
-        text, ok = sweep_summary(self._sweep_dir, self._hint, self._planned, time.perf_counter() - self._t0)
+        mark_stopped(self._sweep_dir, self._resume)
+        elapsed = time.perf_counter() - self._t0
+        text, ok = sweep_summary(self._sweep_dir, self._resume, self._planned, elapsed, since=self._started)
         self._sweep_dir = None  # once: at the end of the sweep or at exit, whichever comes first
         if text:
             print(text, file=sys.stdout if ok else sys.stderr, flush=True)

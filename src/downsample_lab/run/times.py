@@ -1,7 +1,8 @@
 """Where a training job's wall time goes: its training steps, and the fixed cost around them.
 
-A job of a sweep pays, besides its training steps, for its start-up (config checks, model and FLOP count,
-Trainer, TensorBoard), the data and the whitening stem, Lightning's sanity check, each validation pass, the
+A job of a sweep pays, besides its training steps, for importing torch and Lightning (the first job of each
+process: every job of a single run, the first of a sequential sweep, the first of each worker of a parallel
+one), its start-up (config checks, model and FLOP count, Trainer, TensorBoard), the data and the whitening stem, Lightning's sanity check, each validation pass, the
 checkpoint writes, the test (with TTA, consistency and the shift curves) and the end of ``fit``. :class:`~downsample_lab.run.clock.JobTimes`
 (:mod:`downsample_lab.run.clock`) is a Lightning callback and a stopwatch that splits the job's wall time into
 these phases; ``train`` writes the split to ``train.log`` and to ``status.json`` (``times``), and a sweep's closing
@@ -14,7 +15,8 @@ from collections.abc import Mapping
 
 # The phases, in the order a job meets them; "train_steps" is the job's work, the others its fixed cost.
 PHASES = (
-    "start",  # job start to fit(): config checks, resume point, data module, model and FLOPs, Trainer
+    "imports",  # job start to its clock: torch and Lightning imported (a process's first job), status.json
+    "start",  # then to fit(): config checks, resume point, data module, model and FLOPs, Trainer
     "fit_setup",  # fit() to on_fit_start: data into memory, the model to its device, the whitening stem
     "sanity_check",  # Lightning's validation batches before the first step
     "train_steps",  # the training epochs, without their validation and checkpoint writes
