@@ -477,7 +477,7 @@ def test_only_training_runs_count_and_refused_ones_are_listed_apart(tmp_path, ba
     assert [(r.path.name, r.task) for r in rep.skipped] == [("b", "bench")]
     assert {r.path.name: r.status for r in rep.runs} == {"a": "completed", "c": "not started"}
     text = rep.path.read_text()
-    assert "1 training runs found, 1 completed and counted, 0 failed" in text
+    assert "1 training run found, 1 completed and counted, 0 failed" in text
     assert "## Stopped at start-up (1)" in text and "model.widths=[] is not valid" in text
     assert "`bench/b` (bench, completed)" in text
 
@@ -712,3 +712,17 @@ def test_an_arm_whose_runs_all_collapsed_keeps_its_name_and_is_no_one_s_baseline
     write_seeds(only, base_cfg, [0.10, 0.10], downsample="maxpool")
     report.main([str(only), "--out", str(tmp_path / "o")])
     assert "All 2 completed runs collapsed (degenerate): nothing to compare" in capsys.readouterr().out
+
+
+def test_a_folder_of_bench_runs_only_says_it_has_no_training_run(tmp_path, base_cfg, capsys):
+    bench = write_run(tmp_path / "outputs" / "b", make_cfg(base_cfg, 0), test_acc=0.1)
+    _hydra_job(bench, "bench")
+    report.main([str(tmp_path / "outputs"), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert (
+        "No training run here: nothing to compare (1 runs of other tools, listed below, are not compared)."
+        in out
+    )
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "No training run found." in text and "every run found completed" not in text
+    assert "No completed run yet" not in out + text

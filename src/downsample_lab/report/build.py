@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from downsample_lab.errors import UserError, exit_with_error
-from downsample_lab.report.document import Report, report_markdown
+from downsample_lab.report.document import Report, nothing_to_compare, report_markdown
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import (
     DEGENERATE,
@@ -153,6 +153,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"All {counts[DEGENERATE]} completed runs collapsed (degenerate): nothing to compare; "
               "--keep-degenerate counts them.")  # fmt: skip
     elif rep.table.empty:
-        print("No completed run yet: nothing to compare.")
+        print(nothing_to_compare(rep))
     else:
         print(plain_table(rep.table, CONSOLE_COLUMNS))

@@ -59,7 +59,7 @@ class Report:
 def report_markdown(rep: Report) -> str:
     """The whole of ``report.md``."""
     lines = [*_summary(rep), "", "## Results", ""]
-    lines += _results(rep) if not rep.table.empty else ["No completed run yet: nothing to compare.", ""]
+    lines += _results(rep) if not rep.table.empty else [nothing_to_compare(rep), ""]
     lines += ["", "## Runs not counted", "", *_not_counted(rep)]
     lines += _stopped_at_start_up(rep) + _other_tools(rep)
     return "\n".join(lines).rstrip() + "\n"
@@ -76,7 +76,7 @@ def _summary(rep: Report) -> list[str]:
     return [
         "# Ablation report",
         "",
-        f"Runs below `{rep.root}`: {len(started)} training runs found, "
+        f"Runs below `{rep.root}`: {len(started)} training run{'' if len(started) == 1 else 's'} found, "
         f"{sum(r.status == 'completed' for r in started)} completed and counted, "
         + (f"{n_degenerate} completed but degenerate, " if n_degenerate else "")
         + f"{sum(r.status == 'failed' for r in started)} failed, "
@@ -210,10 +210,20 @@ def _common_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
     return [f"{k}={value_text(done[0].hparams[k])}" for k in sorted(shared)]
 
 
+def nothing_to_compare(rep: Report) -> str:
+    """Why there are no results: no training run at all (e.g. a bench sweep), or none completed yet."""
+    if rep.runs:
+        return "No completed run yet: nothing to compare."
+    other = (
+        f" ({len(rep.skipped)} runs of other tools, listed below, are not compared)" if rep.skipped else ""
+    )
+    return f"No training run here: nothing to compare{other}."
+
+
 def _not_counted(rep: Report) -> list[str]:
     """The failed, and the running or incomplete, training runs: one table each."""
     left_out = [r for r in rep.runs if r.status not in (NOT_STARTED, "completed")]
-    lines = [] if left_out else ["None: every run found completed."]
+    lines = [] if left_out else ["None: every run found completed." if rep.runs else "No training run found."]
     groups = (
         ("Degenerate: the model collapsed (`--keep-degenerate` counts them)", (DEGENERATE,)),
         ("Failed", ("failed",)),
