@@ -720,8 +720,7 @@ def test_a_folder_of_bench_runs_only_says_it_has_no_training_run(tmp_path, base_
     report.main([str(tmp_path / "outputs"), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert (
-        "No training run here: nothing to compare (1 runs of other tools, listed below, are not compared)."
-        in out
+        "No training run here: nothing to compare (1 run of other tools, listed below, not compared)." in out
     )
     text = (tmp_path / "out" / "report.md").read_text()
     assert "No training run found." in text and "every run found completed" not in text

@@ -214,9 +214,8 @@ def nothing_to_compare(rep: Report) -> str:
     """Why there are no results: no training run at all (e.g. a bench sweep), or none completed yet."""
     if rep.runs:
         return "No completed run yet: nothing to compare."
-    other = (
-        f" ({len(rep.skipped)} runs of other tools, listed below, are not compared)" if rep.skipped else ""
-    )
+    n = len(rep.skipped)
+    other = f" ({n} run{'' if n == 1 else 's'} of other tools, listed below, not compared)" if n else ""
     return f"No training run here: nothing to compare{other}."
 
 
