@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -14,7 +16,7 @@ from downsample_lab.config import BenchConfig, TrainConfig
 from downsample_lab.run import argv as run_argv
 from downsample_lab.run import sweep
 
-from .conftest import compose_config
+from .conftest import REPO, compose_config
 
 TARGET = "hydra_plugins.downsample_lab_sweeper.checked_sweeper.CheckedSweeper"
 
@@ -127,3 +129,16 @@ def test_a_real_sweep_of_the_basic_sweeper_goes_through_the_skip(
     s.sweep(["seed=0,1"])
     assert launched == [[["seed=0"], ["seed=1"]]]
     assert [[list(job) for job in batch] for batch in hydra_checks] == (launched if hydra_composes else [])
+
+
+def test_the_startup_bench_times_a_sweep_to_its_first_job_without_running_one(tmp_path):
+    # scripts/bench_startup.py first-job: the figures of docs/BENCHMARKS.md ("Hydra's second composition")
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_startup.py", "first-job", "--runs", "1", "--", "data.source=synthetic",
+         "seed=0,1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    seconds = float(result.stdout.rsplit(": ", 1)[1].removesuffix(" s\n"))
+    assert 0 < seconds < 60
+    assert not (REPO / "outputs" / "train-multirun" / "sweep").exists()
