@@ -178,8 +178,12 @@ def test_a_resumed_sweeps_time_line_counts_only_the_jobs_this_command_ran(tmp_pa
     before = _job(tmp_path, 0, {"status": "completed", "times": _times(30.0)})
     os.utime(before / "status.json", (1_000_000, 1_000_000))  # written by the first command
     _job(tmp_path, 1, {"status": "completed", "times": _times(4.0)})
+    stopped = _job(tmp_path, 2, {"status": "interrupted", "error": "stopped"})
+    os.utime(
+        stopped / "status.json", (1_000_000, 1_000_000)
+    )  # stopped by the first command, not reached since
     text, ok = sweep_summary(tmp_path, elapsed=6.0, since=2_000_000)
-    assert ok
+    assert not ok
     assert text.splitlines()[-1] == (
         "Time: 6 s for the sweep; its 1 timed job took 4.0 s = training steps 4.0 s + fixed 0.0 s (imports 0.0, "
         "start 0.0, fit setup 0.0, sanity check 0.0, validation 0.0, checkpoints 0.0, fit end 0.0, test 0.0, "
@@ -187,24 +191,48 @@ def test_a_resumed_sweeps_time_line_counts_only_the_jobs_this_command_ran(tmp_pa
     )
 
 
+def _real_advice(sweep: Path, job: Path) -> tuple[str, str]:
+    """What resume_advice (run/resume.py) writes for a stopped sweep job with a checkpoint, and the sweep's command."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    from downsample_lab.run.resume import resume_advice, sweep_resume_command
+
+    from .conftest import compose_config
+
+    compose_config("train", [])
+    with read_write(HydraConfig.get()):
+        HydraConfig.get().mode = RunMode.MULTIRUN
+        HydraConfig.get().sweep.dir = str(sweep)
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"")
+    return resume_advice(job), sweep_resume_command(HydraConfig.get())
+
+
 def test_the_resume_command_is_said_once_and_asks_for_a_fix_only_after_a_failure(tmp_path):
-    command = "python -m downsample_lab.train -m resume=true hydra.sweep.dir=/s"
+    advice, command = _real_advice(tmp_path, tmp_path / "3_job-3")
     _job(tmp_path, 0, {"status": "running"})
     _job(
         tmp_path,
         1,
         {"status": "interrupted", "error": f"interrupted; it starts again when the sweep goes on: {command}"},
     )
+    _job(tmp_path, 3, {"status": "interrupted", "error": f"interrupted; {advice}"})
     assert summary.mark_stopped(tmp_path, command) == 1
     assert command in _status(tmp_path / "0_job-0")["error"]  # status.json says how to go on
-    text, _ = sweep_summary(tmp_path, command, planned=2)
+    text, _ = sweep_summary(tmp_path, command, planned=3)
     assert text.count(command) == 1
+    assert (
+        "  job 3 (seed=3): interrupted; continue the sweep (this job from its last checkpoint) with: the command below"
+        in text
+    )
     assert (
         text.splitlines()[-1]
         == f"Continue the sweep with: {command} (completed jobs are skipped, the others resumed)."
     )
     _job(tmp_path, 2, {"status": "failed", "error": "RuntimeError: boom"})
-    text, _ = sweep_summary(tmp_path, command, planned=3)
+    text, _ = sweep_summary(tmp_path, command, planned=4)
     assert f"Continue the sweep (after fixing what failed) with: {command}" in text
 
 

@@ -87,7 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def train_job(run: Prepared) -> tuple[dict[str, float], dict[str, Any]]:
     """:func:`train` of a prepared run, with what ``status.json`` records besides the metrics: ``times``, the
     job's wall seconds per phase (:mod:`downsample_lab.run.times`)."""
-    t0 = job_started()  # the job's clock starts here: the imports below are its first phase
+    t0 = job_started()  # the job's start (run_task): until the clock below is made, its first phase, imports
     import lightning as L
 
     from downsample_lab.data import CIFAR10DataModule

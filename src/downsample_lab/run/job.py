@@ -70,8 +70,8 @@ _started: float | None = None  # time.perf_counter() when this process's current
 
 def job_started() -> float | None:
     """When the job this process runs began (``time.perf_counter()``; None outside :func:`run_task`): a job's
-    clock starts there, so its ``start`` includes what the job's process imports for it (torch and Lightning,
-    in the first job of a process)."""
+    clock starts there, so its first phase, ``imports``, holds the run's checks and what the job's process
+    imports for it (torch and Lightning, in the first job of a process)."""
     return _started
 
 
@@ -140,6 +140,7 @@ def run_task(
             _job_line(directory, f"crashed ({_reason(err)})", t0)
         raise
     finally:
+        _started = None  # a later train() of this process outside run_task starts its own clock
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
     metrics, extra = result if isinstance(result, tuple) else (result, {})

@@ -54,7 +54,7 @@ def sweep_summary(
         name = f"job {_job_number(job)}" + (f" ({own})" if own else "")
         reason = status.get("error") or "did not finish (killed?)"
         if resume:  # said once, on the summary's last line
-            reason = reason.replace(f": {resume}", "")
+            reason = reason.replace(resume, "the command below")
         if status.get("status") == INTERRUPTED:
             n_interrupted += 1
             reason = f"interrupted: {reason}" if not reason.startswith("interrupted") else reason
@@ -66,9 +66,10 @@ def sweep_summary(
         return "", True  # no job got as far as its task (e.g. a composition error, which Hydra reports)
     ran = [job for job, _, _ in jobs if since is None or _written_since(job, since)]
     times = [t for job, status, _ in jobs if job in ran and isinstance(t := status.get("times"), dict)]
-    footer = [_time_line(times, elapsed, len(jobs) - len(ran))] if elapsed is not None else []
+    before = sum(job not in ran and status.get("status") == "completed" for job, status, _ in jobs)
+    footer = [_time_line(times, elapsed, before)] if elapsed is not None else []
     if not lines and not never:
-        return "\n".join([f"Sweep {sweep_dir}: all {done} jobs completed.", *footer]), True
+        return "\n".join([f"Sweep {sweep_dir}: all {done} {_jobs(done)} completed.", *footer]), True
     head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
     counts = [
         f"{n} {what}"

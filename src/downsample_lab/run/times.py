@@ -15,8 +15,9 @@ from collections.abc import Mapping
 
 # The phases, in the order a job meets them; "train_steps" is the job's work, the others its fixed cost.
 PHASES = (
-    "imports",  # job start to its clock: torch and Lightning imported (a process's first job), status.json
-    "start",  # then to fit(): config checks, resume point, data module, model and FLOPs, Trainer
+    "imports",  # job start to train's set-up: the run's checks (config, resume point), status.json, and
+    # torch and Lightning imported (a process's first job: the bulk of it)
+    "start",  # then to fit(): seed, data module, model and FLOPs, callbacks, Trainer
     "fit_setup",  # fit() to on_fit_start: data into memory, the model to its device, the whitening stem
     "sanity_check",  # Lightning's validation batches before the first step
     "train_steps",  # the training epochs, without their validation and checkpoint writes
