@@ -310,8 +310,9 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
                 try:
                     if choice not in composed:
                         # the job's groups (the command line's among them) and the command line's fixed values;
-                        # with no group chosen anywhere, that is the config composed above (~40 ms saved)
-                        same = not choice and fixed == shared
+                        # where the sweep varies no group (e.g. experiment=ablation_fast_cpu: model.downsample and
+                        # seed are values), that is the config composed above, with the same overrides
+                        same = sorted([*choice, *shared]) == sorted(fixed)
                         cfg = base if same else compose_config(config_name, [*choice, *shared])
                         HydraConfig.instance().set_config(cfg)  # for the resolvers that read Hydra's node
                         local = OmegaConf.select(cfg, "hydra.launcher._target_") in LOCAL_LAUNCHERS
