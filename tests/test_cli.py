@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import open_dict, read_write
+from omegaconf import OmegaConf, open_dict, read_write
 
 from downsample_lab.config import EvalConfig, ShapesConfig, TrainConfig, validate
 from downsample_lab.device import check_accelerator
@@ -252,6 +252,35 @@ def test_a_crashed_sweep_job_names_the_sweep_command(tmp_path, tiny_overrides, c
     err = capsys.readouterr().err
     command = f"python -m downsample_lab.train -m resume=true hydra.sweep.dir={tmp_path / 'sweep'}"
     assert f"this job had no checkpoint yet and starts again when the sweep goes on: {command}" in err
+
+
+def test_a_sweep_job_stopped_in_the_sweeps_own_process_leaves_the_resume_command_to_the_summary(
+    tmp_path, tiny_overrides, capsys, monkeypatch
+):
+    # One job at a time, the process that runs the job prints the sweep's summary next, whose last line gives the
+    # command that continues the sweep: the job's own line only says what happened (the command is printed once).
+    from downsample_lab.run.summary import SweepSummary, summary_follows
+
+    sweep = tmp_path / "sweep"
+    cfg = compose_config("train", tiny_overrides, run_dir=sweep / "0_seed=1")
+    hydra_cfg = HydraConfig.get()
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.mode = RunMode.MULTIRUN
+        hydra_cfg.sweep.dir = str(sweep)
+    monkeypatch.setattr("atexit.register", lambda f: f)  # the test prints the summary itself
+    summary = SweepSummary()
+    summary.on_multirun_start(OmegaConf.create({"hydra": hydra_cfg, "resume": cfg.resume}))
+    assert summary_follows()
+    with pytest.raises(RuntimeError):
+        run_task(_crash, cfg, metric=None)
+    summary._report()
+    assert not summary_follows()
+    out = capsys.readouterr()
+    command = f"python -m downsample_lab.train -m resume=true hydra.sweep.dir={sweep}"
+    assert f"Run {sweep / '0_seed=1'} crashed (RuntimeError: boom).\n" in out.err
+    assert (out.out + out.err).count(command) == 1, out.err
+    assert "  job 0: crashed (RuntimeError: boom); this job had no checkpoint yet" in out.err
+    assert f"Continue the sweep (after fixing what failed) with: {command} (completed jobs" in out.err
 
 
 def test_resume_command_quotes_a_directory_hydra_could_not_parse(tmp_path, tiny_overrides, capsys):

@@ -24,6 +24,7 @@ from downsample_lab.run import status
 from downsample_lab.run.exit import freeze_at_exit
 from downsample_lab.run.resume import resume_advice, shown
 from downsample_lab.run.status import INTERRUPTED
+from downsample_lab.run.summary import summary_follows
 from downsample_lab.run.sweep import concurrent_jobs, cpu_count
 
 log = logging.getLogger("downsample_lab")
@@ -62,7 +63,8 @@ def _reason(err: BaseException) -> str:
 
 def _report_stop(directory: Path, what: str, advice: str) -> None:
     if _rank_zero():
-        console.write(f"Run {shown(directory)} {what}; {advice}")  # above the bar, not glued onto it
+        line = f"Run {shown(directory)} {what}" + (f"; {advice}" if advice else ".")
+        console.write(line)  # above the bar, not glued onto it
 
 
 _started: float | None = None  # time.perf_counter() when this process's current job began (run_task)
@@ -222,5 +224,7 @@ def _stopped(
     advice = resume_advice(directory) if resumable else ""
     if record:
         write_status(directory, status, error=f"{what}; {advice}" if advice else what)
-    if advice and not parallel:  # in a parallel sweep the sweep's summary gives the resume command, once
-        _report_stop(directory, what, advice)
+    # In a parallel sweep the sweep's summary says which jobs stopped and gives the resume command, once; one job
+    # at a time, the sweep's process prints that summary too, so the job only says that it stopped.
+    if advice and not parallel:
+        _report_stop(directory, what, "" if summary_follows() else advice)

@@ -19,6 +19,15 @@ from downsample_lab.run.sweep import planned_jobs, varying_keys
 from downsample_lab.run.times import add_up
 from downsample_lab.run.times import describe as describe_times
 
+_follows = False  # set in the process of a sweep whose summary is still to come
+
+
+def summary_follows() -> bool:
+    """Whether this process prints a sweep's closing summary after the job it runs (the sweep's own process, one
+    job at a time): a job that stops then leaves the command that continues the sweep to the summary's last line.
+    False in a parallel sweep's worker, a SLURM job or a single run."""
+    return _follows
+
 
 def sweep_summary(
     sweep_dir: Path,
@@ -163,6 +172,8 @@ class SweepSummary(Callback):
         self._sweep_dir = Path(config.hydra.sweep.dir)
         self._planned = planned_jobs(config.hydra)
         self._t0, self._started = time.perf_counter(), time.time()
+        global _follows
+        _follows = True
         if "resume" in config:
             self._resume = sweep_resume_command(config.hydra)
         atexit.register(self._report)
@@ -171,6 +182,8 @@ class SweepSummary(Callback):
         self._report()
 
     def _report(self) -> None:
+        global _follows
+        _follows = False
         if self._sweep_dir is None:
             return
         # At the sweep's end or exit no job of it runs any more (a parallel sweep's workers are gone: joblib kills
