@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import DictConfig
 
 from downsample_lab.engine.callbacks import NonFiniteLossError
 from downsample_lab.engine.classifier import Classifier
@@ -100,14 +101,16 @@ def _poison(monkeypatch, factor: float, at: Callable[[int], bool]) -> None:
     monkeypatch.setattr(Classifier, "training_step", poisoned)
 
 
+def _two_epochs(tmp_path: Path, tiny_overrides: list[str], *overrides: str) -> DictConfig:
+    """The tiny run's config over 2 epochs of 4 steps, with ``overrides``, run in ``tmp_path / "run"``."""
+    keys = [*tiny_overrides, "trainer.max_epochs=2", *overrides]
+    return compose_config("train", keys, run_dir=tmp_path / "run")
+
+
 def test_nan_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(
     tmp_path, tiny_overrides, monkeypatch
 ):
-    cfg = compose_config(
-        "train",
-        [*tiny_overrides, "trainer.max_epochs=2", "checkpoint.every_n_steps=2"],
-        run_dir=tmp_path / "run",
-    )
+    cfg = _two_epochs(tmp_path, tiny_overrides, "checkpoint.every_n_steps=2")
     _poison(monkeypatch, math.nan, lambda step: step >= 4)  # the 5th step and later
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     # 4 steps an epoch; flag read at step 6 (log and checkpoint interval 2), before that step's checkpoint
@@ -125,11 +128,7 @@ def test_a_nan_loss_in_the_steps_after_the_last_check_stops_a_run_that_ends_ther
 ):
     # optim.train_epochs=1.75 of 4-step epochs: the run stops at step 7, which is neither a logging step
     # (interval 2) nor an epoch's last; its loss is checked before the validation and the checkpoints after it
-    cfg = compose_config(
-        "train",
-        [*tiny_overrides, "trainer.max_epochs=2", "optim.train_epochs=1.75"],
-        run_dir=tmp_path / "run",
-    )
+    cfg = _two_epochs(tmp_path, tiny_overrides, "optim.train_epochs=1.75")
     _poison(monkeypatch, math.inf, lambda step: step == 6)  # the 7th step, the run's last
     with pytest.raises(NonFiniteLossError, match=r"training loss is inf at step 7 \(epoch 1\)"):
         train(cfg)

@@ -175,24 +175,20 @@ class StopOnNonFiniteLoss(L.Callback):
     Lightning's ``detect_anomaly`` checks every backward op and slows training several times. This checks the
     loss only, and without a host sync or a tensor op per step: every step keeps its (detached) loss in a list,
     and the losses are checked only at steps where a sync happens anyway or a checkpoint is about to be
-    written: every ``check_every_n_steps`` (the logging interval, where the logged loss is read), every
+    written: at the logging steps (``trainer.log_every_n_steps``, where the logged loss is read), every
     ``checkpoint_every_n_steps`` and the last batch of an epoch (before validation and the epoch's checkpoint),
     and, for a run that stops off those steps, before its validation, at its epoch's end and when training
     ends. Lightning runs checkpoint callbacks after all others, so a checkpoint never holds weights trained on a
-    non-finite loss. At most ``check_every_n_steps - 1`` steps train on garbage before the run stops. Under DDP
+    non-finite loss. At most ``log_every_n_steps - 1`` steps train on garbage before the run stops. Under DDP
     the processes compare their first non-finite steps at those steps, so all of them stop at the same one.
 
     Args:
-        check_every_n_steps: how often to check the losses (``trainer.log_every_n_steps``).
         checkpoint_every_n_steps: ``checkpoint.every_n_steps``; ``None`` for epoch-end checkpoints only.
         last_checkpoint: the file every checkpoint also goes to (``<run dir>/checkpoints/last.ckpt``); None
             where no checkpoint is written (the bench).
     """
 
-    def __init__(
-        self, check_every_n_steps: int, checkpoint_every_n_steps: int | None, last_checkpoint: Path | None
-    ) -> None:
-        self.check_every_n_steps = check_every_n_steps
+    def __init__(self, checkpoint_every_n_steps: int | None, last_checkpoint: Path | None) -> None:
         self.checkpoint_every_n_steps = checkpoint_every_n_steps
         self.last_checkpoint = last_checkpoint
         # The losses since the last check (on the device) and their steps: ~1 µs a step to append, where six tensor
@@ -221,10 +217,8 @@ class StopOnNonFiniteLoss(L.Callback):
         step = trainer.global_step
         self._losses.append(loss.detach())
         self._steps.append(step)
-        # the logging interval counted as Lightning counts it (compat.logger_step), so the check syncs where it does
-        due = (compat.logger_step(trainer) + 1) % self.check_every_n_steps == 0 or compat.is_last_batch(
-            trainer
-        )
+        # the logging steps as Lightning counts them, so the check syncs where it does
+        due = compat.is_log_step(trainer) or compat.is_last_batch(trainer)
         if due or (self.checkpoint_every_n_steps is not None and step % self.checkpoint_every_n_steps == 0):
             self._check(trainer, pl_module)
 
@@ -390,9 +384,7 @@ def fit_callbacks(cfg: DictConfig, checkpoints: Path | None) -> list[L.Callback]
     callbacks += [
         EpochThroughput(),
         LearningRateMonitor(logging_interval="step"),
-        StopOnNonFiniteLoss(
-            cfg.trainer.log_every_n_steps, OmegaConf.select(cfg, "checkpoint.every_n_steps"), last
-        ),
+        StopOnNonFiniteLoss(OmegaConf.select(cfg, "checkpoint.every_n_steps"), last),
         EpochSummary(),
     ]
     return callbacks
