@@ -10,7 +10,7 @@ dropped too. The progress bar is :class:`downsample_lab.engine.callbacks.Progres
 
 The bar and the log never share a line: the console's log handler (:class:`BarSafeHandler`, set in
 ``configs/hydra/default.yaml``) and the run's closing messages (:func:`write`) go through ``tqdm.write``, which
-lifts a bar being drawn, prints the line and draws the bar again below it.
+lifts a bar being drawn, prints the line and draws the bar again below it. :func:`counted` words a count.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def write(text: str, file: TextIO | None = None) -> None:
 
     tqdm.write(text, file=file or sys.stderr)
     (file or sys.stderr).flush()
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun``, in the plural (``plural``, or ``noun`` + "s") unless ``n`` is 1: "1 job", "3 jobs"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 class BarSafeHandler(logging.StreamHandler):

@@ -50,7 +50,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.config import BenchConfig, config_dir, plain, validate
-from downsample_lab.console import quiet_libraries
+from downsample_lab.console import counted, quiet_libraries
 from downsample_lab.device import check_accelerator, cuda_device_count, resolve_precision, uses_cuda
 from downsample_lab.errors import ConfigError
 from downsample_lab.run import argv, resolvers
@@ -126,8 +126,8 @@ def bench(cfg: DictConfig) -> dict[str, float]:
     precision, why = resolve_precision(cfg.trainer)
     load_start = os.getloadavg()
     steps = Plan(b.warmup_steps, b.window_steps, b.windows).total_steps
-    log.info("Bench on %s, precision %s (%s): %d strateg%s x 2 paths x %d steps of batch %d.", device, precision,
-             why, len(b.strategies), "y" if len(b.strategies) == 1 else "ies", steps, cfg.data.batch_size)  # fmt: skip
+    log.info("Bench on %s, precision %s (%s): %s x 2 paths x %d steps of batch %d.", device, precision, why,
+             counted(len(b.strategies), "strategy", "strategies"), steps, cfg.data.batch_size)  # fmt: skip
 
     datamodule = CIFAR10DataModule(
         OmegaConf.to_object(cfg.data), channels_last=cfg.model.channels_last, seed=cfg.seed

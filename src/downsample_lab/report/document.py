@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from downsample_lab.console import counted
 from downsample_lab.report.read import (
     CONSISTENCY,
     DASH,
@@ -76,7 +77,7 @@ def _summary(rep: Report) -> list[str]:
     return [
         "# Ablation report",
         "",
-        f"Runs below `{rep.root}`: {len(started)} training run{'' if len(started) == 1 else 's'} found, "
+        f"Runs below `{rep.root}`: {counted(len(started), 'training run')} found, "
         f"{sum(r.status == 'completed' for r in started)} completed and counted, "
         + (f"{n_degenerate} completed but degenerate, " if n_degenerate else "")
         + f"{sum(r.status == 'failed' for r in started)} failed, "
@@ -139,7 +140,7 @@ def _column_notes(rep: Report) -> list[str]:
         "interval of that difference (Welch: unequal variances, Welch–Satterthwaite degrees of freedom). "
         "**p vs baseline**: the two-sided Welch's t-test of the same comparison, uncorrected; "
         f"**p Holm**: that p adjusted by the Holm–Bonferroni method (`{HOLM}`, statsmodels' `multipletests`) "
-        f"over the family of every arm's test against its baseline in this report ({_tests(_family(rep, 'welch_p'))}"
+        f"over the family of every arm's test against its baseline in this report ({counted(_family(rep, 'welch_p'), 'test')}"
         f"). {DASH} for a baseline itself and where either side has fewer than 2 runs (the interval: "
         f"fewer than {MIN_CI_RUNS}, as above); the interval is not adjusted for multiplicity.",
         "- **best val acc %**: each run's final `val/acc_best` (best validation accuracy over its epochs).",
@@ -173,10 +174,6 @@ def _column_notes(rep: Report) -> list[str]:
 def _family(rep: Report, column: str) -> int:
     """How many tests a Holm family has: the arms with a defined p in ``column``."""
     return int(rep.results[column].notna().sum()) if column in rep.results else 0
-
-
-def _tests(n: int) -> str:
-    return f"{n} test" if n == 1 else f"{n} tests"
 
 
 def _shift_section(rep: Report) -> list[str]:
@@ -215,7 +212,7 @@ def nothing_to_compare(rep: Report) -> str:
     if rep.runs:
         return "No completed run yet: nothing to compare."
     n = len(rep.skipped)
-    other = f" ({n} run{'' if n == 1 else 's'} of other tools, listed below, not compared)" if n else ""
+    other = f" ({counted(n, 'run')} of other tools, listed below, not compared)" if n else ""
     return f"No training run here: nothing to compare{other}."
 
 

@@ -179,10 +179,9 @@ def _share_machine(jobs: int) -> None:
             root.removeHandler(handler)
     threads = torch.get_num_threads()
     log.info(
-        "One of %d jobs running at once (a parallel sweep): %d torch thread%s.",
+        "One of %d jobs running at once (a parallel sweep): %s.",
         jobs,
-        threads,
-        "" if threads == 1 else "s",
+        console.counted(threads, "torch thread"),
     )
 
 

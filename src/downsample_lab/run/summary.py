@@ -13,6 +13,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from downsample_lab.console import counted
 from downsample_lab.run.resume import sweep_resume_command
 from downsample_lab.run.status import INTERRUPTED, status_of, write_status
 from downsample_lab.run.sweep import planned_jobs, varying_keys
@@ -78,7 +79,7 @@ def sweep_summary(
     before = sum(job not in ran and status.get("status") == "completed" for job, status, _ in jobs)
     footer = [_time_line(times, elapsed, before)] if elapsed is not None else []
     if not lines and not never:
-        return "\n".join([f"Sweep {sweep_dir}: all {done} {_jobs(done)} completed.", *footer]), True
+        return "\n".join([f"Sweep {sweep_dir}: all {counted(done, 'job')} completed.", *footer]), True
     head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
     counts = [
         f"{n} {what}"
@@ -100,16 +101,10 @@ def sweep_summary(
 
 def _time_line(times: list[dict[str, float]], elapsed: float, before: int) -> str:
     line = f"Time: {elapsed:.0f} s for the sweep"
-    earlier = f" ({before} {_jobs(before)} completed by an earlier command not counted)" if before else ""
+    earlier = f" ({counted(before, 'job')} completed by an earlier command not counted)" if before else ""
     if not times:
         return f"{line}; no job of it finished{earlier}."
-    return (
-        f"{line}; its {len(times)} timed {_jobs(len(times))} took {describe_times(add_up(times))}{earlier}."
-    )
-
-
-def _jobs(n: int) -> str:
-    return "job" if n == 1 else "jobs"
+    return f"{line}; its {counted(len(times), 'timed job')} took {describe_times(add_up(times))}{earlier}."
 
 
 def _varying(sweep_dir: Path, overrides: list[dict[str, str]]) -> set[str]:
