@@ -174,6 +174,12 @@ def test_the_time_line_is_there_when_no_job_finished(tmp_path):
     assert not ok and "Time: 5 s for the sweep; no job of it finished." in text.splitlines()
 
 
+def test_the_time_line_of_jobs_that_record_no_phases_says_only_the_sweeps_time(tmp_path):
+    _job(tmp_path, 0, {"status": "completed", "metrics": {}})  # a bench or eval job: no "times"
+    text, ok = sweep_summary(tmp_path, planned=1, elapsed=12.0)
+    assert ok and text.splitlines()[-1] == "Time: 12 s for the sweep."
+
+
 def test_a_resumed_sweeps_time_line_counts_only_the_jobs_this_command_ran(tmp_path):
     before = _job(tmp_path, 0, {"status": "completed", "times": _times(30.0)})
     os.utime(before / "status.json", (1_000_000, 1_000_000))  # written by the first command

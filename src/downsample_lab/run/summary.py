@@ -77,7 +77,8 @@ def sweep_summary(
     ran = [job for job, _, _ in jobs if since is None or _written_since(job, since)]
     times = [t for job, status, _ in jobs if job in ran and isinstance(t := status.get("times"), dict)]
     before = sum(job not in ran and status.get("status") == "completed" for job, status, _ in jobs)
-    footer = [_time_line(times, elapsed, before)] if elapsed is not None else []
+    finished = sum(job in ran and status.get("status") == "completed" for job, status, _ in jobs)
+    footer = [_time_line(times, elapsed, before, finished)] if elapsed is not None else []
     if not lines and not never:
         return "\n".join([f"Sweep {sweep_dir}: all {counted(done, 'job')} completed.", *footer]), True
     head = f"Sweep {sweep_dir}: {done} of {total} jobs completed"
@@ -99,11 +100,13 @@ def sweep_summary(
     return "\n".join([head, *lines, *footer, *hint]), False
 
 
-def _time_line(times: list[dict[str, float]], elapsed: float, before: int) -> str:
+def _time_line(times: list[dict[str, float]], elapsed: float, before: int, finished: int) -> str:
+    """The sweep's wall time and where its jobs' time went (``times``: those of the jobs this command ran that
+    record them; ``finished`` of its jobs completed, ``before`` completed under an earlier command)."""
     line = f"Time: {elapsed:.0f} s for the sweep"
     earlier = f" ({counted(before, 'job')} completed by an earlier command not counted)" if before else ""
-    if not times:
-        return f"{line}; no job of it finished{earlier}."
+    if not times:  # none finished, or jobs that record no phases (bench, eval)
+        return f"{line}{earlier}." if finished else f"{line}; no job of it finished{earlier}."
     return f"{line}; its {counted(len(times), 'timed job')} took {describe_times(add_up(times))}{earlier}."
 
 
