@@ -482,6 +482,70 @@ def test_only_training_runs_count_and_refused_ones_are_listed_apart(tmp_path, ba
     assert "`bench/b` (bench, completed)" in text
 
 
+def _bench_run(run_dir: Path, cfg: dict, speeds: Mapping[str, tuple[float, float, float]]) -> None:
+    """A finished bench run: its config, Hydra's job name, status.json and a bench.json whose strategies
+    ran at ``speeds`` (raw img/s, Lightning img/s, the Lightning/raw ratio)."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    _hydra_job(run_dir, "bench")
+    (run_dir / "status.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
+    results = {
+        name: {
+            "params": 1000,
+            "ratio": ratio,
+            "raw": {"images_per_sec": raw, "host_us_per_step": 40.0},
+            "lightning": {"images_per_sec": lightning, "host_us_per_step": 50.0},
+        }
+        for name, (raw, lightning, ratio) in speeds.items()
+    }
+    record = {"hardware": {"device": "cpu", "cpu_model": "Some CPU", "gpu": None}, "precision": "32-true"}
+    (run_dir / "bench.json").write_text(json.dumps({**record, "results": results}))
+
+
+def test_bench_runs_are_summarised_per_setting_and_strategy_with_their_uncertainty(
+    tmp_path, base_cfg, capsys
+):
+    maxpool, conv, ratios = [1000.0, 1100.0, 1200.0], [900.0, 950.0, 1000.0], [0.9, 0.95, 1.0]
+    for seed in range(3):  # batch 64: three runs that repeat one setting
+        cfg = copy.deepcopy(base_cfg) | {"seed": seed}
+        speeds = {"maxpool": (1.0, maxpool[seed], ratios[seed]), "conv": (1.0, conv[seed], 1.0)}
+        _bench_run(tmp_path / "sweep" / f"{seed}", cfg, speeds)
+    wider = copy.deepcopy(base_cfg) | {"data": {**base_cfg["data"], "batch_size": 512}}
+    _bench_run(tmp_path / "sweep" / "wide", wider, {"maxpool": (2.0, 3000.0, 0.8)})  # one run of another
+    _bench_run(tmp_path / "sweep" / "failed", base_cfg, {})
+    (
+        tmp_path / "sweep" / "failed" / "bench.json"
+    ).unlink()  # a bench run that wrote nothing: not in the table
+
+    report.main([str(tmp_path / "sweep")])
+    table = pd.read_csv(tmp_path / "sweep" / "bench.csv")
+    assert list(zip(table.setting, table.strategy, table.n, strict=True)) == [
+        ("data.batch_size=64", "maxpool", 3),
+        ("data.batch_size=64", "conv", 3),
+        ("data.batch_size=512", "maxpool", 1),
+    ]
+    first = table.iloc[0]
+    assert first.lightning_images_per_sec_mean == pytest.approx(1100) and first.ratio_mean == pytest.approx(
+        0.95
+    )
+    low, high = stats.t.interval(0.95, 2, loc=0.95, scale=np.std(ratios, ddof=1) / math.sqrt(3))
+    assert (first.ratio_ci95_low, first.ratio_ci95_high) == (pytest.approx(low), pytest.approx(high))
+    welch = stats.ttest_ind(conv, maxpool, equal_var=False).confidence_interval(0.95)
+    second = table.iloc[1]
+    assert second.vs_maxpool_pct == pytest.approx(-150 / 1100 * 100)
+    assert second.vs_maxpool_ci95_low == pytest.approx(welch.low / 1100 * 100)
+    assert math.isnan(first.vs_maxpool_pct) and math.isnan(table.iloc[2].ratio_ci95_low)  # one run: no CI
+    text = (tmp_path / "sweep" / "report.md").read_text()
+    assert "## Benchmark runs (4)" in text and "(Some CPU, 32-true)" in text
+    assert (
+        "| data.batch_size=64 | conv | 3 | 1 ± 0 | 950 ± 50 | 1.000 ± 0.000 | [1.000, 1.000] | -13.6 ["
+        in text
+    )
+    assert "| data.batch_size=512 | maxpool | 1 | 2 | 3,000 | 0.800 | — (n < 3) | — |" in text
+    out = capsys.readouterr().out
+    assert "Benchmark runs (bench.csv):" in out and 'summarised under "Benchmark runs"' in out
+
+
 def test_report_prints_no_warnings_and_no_internal_names(tmp_path, base_cfg):
     # Identical accuracies within each arm: scipy warns about precision loss in the t-test
     for seed in range(3):

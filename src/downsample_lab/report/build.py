@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from downsample_lab.errors import UserError, exit_with_error
+from downsample_lab.report.bench import bench_frame, bench_summary, bench_table
 from downsample_lab.report.document import Report, nothing_to_compare, report_markdown
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import (
@@ -33,6 +34,7 @@ from downsample_lab.run.exit import freeze_at_exit
 
 REPORT_FILES = ("report.md", "results.csv", "runs.csv", "val_acc.png", "acc_vs_throughput.png")
 SHIFT_FILES = ("shift_robustness.csv", "shift_robustness.png")  # when a counted run logged the curves
+BENCH_CSV = "bench.csv"  # when bench runs with a bench.json are below the directory
 
 # The columns of the arm table that the command prints (those the table has).
 CONSOLE_COLUMNS = (
@@ -83,9 +85,12 @@ def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = Fa
     results = summarize(arms)
     labels = run_labels(runs, arms)
     shift = shift_summary(arms)
+    measured = bench_frame(skipped)
+    bench = bench_summary(measured)
     rep = Report(
         root, out, runs, skipped, arms, keys, labels, results, display_table(results),
-        shift, shift_table(shift, [a.label for a in arms]),
+        shift, shift_table(shift, [a.label for a in arms]), bench, bench_table(bench),
+        measured["run"].nunique() if not measured.empty else 0,
     )  # fmt: skip
 
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +98,8 @@ def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = Fa
     runs_table(runs, root, labels).to_csv(out / "runs.csv", index=False)
     plot_val_curves(arms, out / "val_acc.png")
     plot_acc_vs_throughput(results, out / "acc_vs_throughput.png", warmup_excluded(arms))
+    if not bench.empty:
+        bench.to_csv(out / BENCH_CSV, index=False)
     if not shift.empty:
         shift.to_csv(out / "shift_robustness.csv", index=False)
         plot_shift_robustness(shift, out / "shift_robustness.png")
@@ -156,3 +163,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(nothing_to_compare(rep))
     else:
         print(plain_table(rep.table, CONSOLE_COLUMNS))
+    if not rep.bench_table.empty:
+        print(f"\nBenchmark runs ({BENCH_CSV}):")
+        print(plain_table(rep.bench_table))

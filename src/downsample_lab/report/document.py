@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from downsample_lab.console import counted
+from downsample_lab.report.bench import bench_section
 from downsample_lab.report.read import (
     CONSISTENCY,
     DASH,
@@ -50,6 +51,9 @@ class Report:
     table: pd.DataFrame
     shift: pd.DataFrame  # shift_summary(): the shift-robustness curves per arm, tidy (empty: none logged)
     shift_table: pd.DataFrame
+    bench: pd.DataFrame  # report.bench.bench_summary(): the bench runs per setting and strategy (empty: none)
+    bench_table: pd.DataFrame
+    bench_runs: int  # the bench runs in it (those with a bench.json)
 
     @property
     def path(self) -> Path:
@@ -62,7 +66,9 @@ def report_markdown(rep: Report) -> str:
     lines = [*_summary(rep), "", "## Results", ""]
     lines += _results(rep) if not rep.table.empty else [nothing_to_compare(rep), ""]
     lines += ["", "## Runs not counted", "", *_not_counted(rep)]
-    lines += _stopped_at_start_up(rep) + _other_tools(rep)
+    lines += _stopped_at_start_up(rep)
+    lines += bench_section(rep.bench_table, rep.bench, rep.bench_runs)
+    lines += _other_tools(rep)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -213,7 +219,8 @@ def nothing_to_compare(rep: Report) -> str:
         return "No completed run yet: nothing to compare."
     n = len(rep.skipped)
     other = f" ({counted(n, 'run')} of other tools, listed below, not compared)" if n else ""
-    return f"No training run here: nothing to compare{other}."
+    bench = ' The bench runs are summarised under "Benchmark runs".' if not rep.bench.empty else ""
+    return f"No training run here: nothing to compare{other}.{bench}"
 
 
 def _not_counted(rep: Report) -> list[str]:
