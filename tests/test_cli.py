@@ -259,7 +259,10 @@ def test_a_sweep_job_stopped_in_the_sweeps_own_process_leaves_the_resume_command
 ):
     # One job at a time, the process that runs the job prints the sweep's summary next, whose last line gives the
     # command that continues the sweep: the job's own line only says what happened (the command is printed once).
+    from downsample_lab.run import summary as run_summary
     from downsample_lab.run.summary import SweepSummary, summary_follows
+
+    monkeypatch.setattr(run_summary, "_pending", None)  # set back however the test ends
 
     sweep = tmp_path / "sweep"
     cfg = compose_config("train", tiny_overrides, run_dir=sweep / "0_seed=1")
@@ -270,11 +273,11 @@ def test_a_sweep_job_stopped_in_the_sweeps_own_process_leaves_the_resume_command
     monkeypatch.setattr("atexit.register", lambda f: f)  # the test prints the summary itself
     summary = SweepSummary()
     summary.on_multirun_start(OmegaConf.create({"hydra": hydra_cfg, "resume": cfg.resume}))
-    assert summary_follows()
+    assert summary_follows(sweep / "0_seed=1") and not summary_follows(tmp_path / "elsewhere")
     with pytest.raises(RuntimeError):
         run_task(_crash, cfg, metric=None)
     summary._report()
-    assert not summary_follows()
+    assert not summary_follows(sweep / "0_seed=1")
     out = capsys.readouterr()
     command = f"python -m downsample_lab.train -m resume=true hydra.sweep.dir={sweep}"
     assert f"Run {sweep / '0_seed=1'} crashed (RuntimeError: boom).\n" in out.err
@@ -316,3 +319,11 @@ def test_a_single_run_with_a_bad_value_exits_2_in_one_line_and_leaves_no_directo
     result = run_cli("train", *bad.split(), cwd=tmp_path, timeout=120)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
     assert result.stderr.startswith("error: ") and not (tmp_path / "outputs").exists()
+
+
+def test_counted_words_a_count_in_the_singular_only_for_one():
+    from downsample_lab.console import counted
+
+    assert [counted(n, "job") for n in (0, 1, 2)] == ["0 jobs", "1 job", "2 jobs"]
+    assert counted(1, "strategy", "strategies") == "1 strategy"
+    assert counted(3, "strategy", "strategies") == "3 strategies"

@@ -90,11 +90,3 @@ def test_each_tool_writes_its_runs_under_its_own_name(tool):
     # runs go to outputs/${hydra.job.name}/<time>/ (configs/hydra/default.yaml); bench/main.py is still "bench"
     assert "    dir: outputs/${hydra.job.name}/" in result.stdout
     assert re.search(rf"^  job:\n    name: {tool}$", result.stdout, re.M), result.stdout[:600]
-
-
-def test_counted_words_a_count_in_the_singular_only_for_one():
-    from downsample_lab.console import counted
-
-    assert [counted(n, "job") for n in (0, 1, 2)] == ["0 jobs", "1 job", "2 jobs"]
-    assert counted(1, "strategy", "strategies") == "1 strategy"
-    assert counted(3, "strategy", "strategies") == "3 strategies"

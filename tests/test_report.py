@@ -482,68 +482,112 @@ def test_only_training_runs_count_and_refused_ones_are_listed_apart(tmp_path, ba
     assert "`bench/b` (bench, completed)" in text
 
 
-def _bench_run(run_dir: Path, cfg: dict, speeds: Mapping[str, tuple[float, float, float]]) -> None:
-    """A finished bench run: its config, Hydra's job name, status.json and a bench.json whose strategies
-    ran at ``speeds`` (raw img/s, Lightning img/s, the Lightning/raw ratio)."""
+def _bench_run(
+    run_dir: Path, overrides: Sequence[str], speeds: Mapping[str, tuple[float, float]], **record: Any
+) -> dict[str, Any]:
+    """A finished bench run as the bench writes it: .hydra/ (the config as Hydra saves it, interpolations and
+    all), status.json and bench.json (the config that ran; per strategy in ``speeds`` the raw and Lightning
+    images/s); ``record`` replaces bench.json's entries. Returns bench.json's content."""
+    cfg = compose_config("bench", ["data.source=synthetic", *overrides])
     (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create(cfg), run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # unresolved: optim.lr is ${if_gpu:...}
     _hydra_job(run_dir, "bench")
     (run_dir / "status.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
     results = {
         name: {
-            "params": 1000,
-            "ratio": ratio,
+            "ratio": lightning / raw,
             "raw": {"images_per_sec": raw, "host_us_per_step": 40.0},
             "lightning": {"images_per_sec": lightning, "host_us_per_step": 50.0},
         }
-        for name, (raw, lightning, ratio) in speeds.items()
+        for name, (raw, lightning) in speeds.items()
     }
-    record = {"hardware": {"device": "cpu", "cpu_model": "Some CPU", "gpu": None}, "precision": "32-true"}
-    (run_dir / "bench.json").write_text(json.dumps({**record, "results": results}))
+    content = {
+        "hardware": {
+            "device": "cpu",
+            "cpu_model": "Some CPU",
+            "cpus_usable": 2,
+            "torch_threads": 2,
+            "gpu": None,
+        },
+        "versions": {"torch": "2.9.0", "lightning": "2.6.0"},
+        "precision": "32-true",
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "results": results,
+    } | record
+    (run_dir / "bench.json").write_text(json.dumps(content))
+    return content
 
 
-def test_bench_runs_are_summarised_per_setting_and_strategy_with_their_uncertainty(
-    tmp_path, base_cfg, capsys
-):
-    maxpool, conv, ratios = [1000.0, 1100.0, 1200.0], [900.0, 950.0, 1000.0], [0.9, 0.95, 1.0]
-    for seed in range(3):  # batch 64: three runs that repeat one setting
-        cfg = copy.deepcopy(base_cfg) | {"seed": seed}
-        speeds = {"maxpool": (1.0, maxpool[seed], ratios[seed]), "conv": (1.0, conv[seed], 1.0)}
-        _bench_run(tmp_path / "sweep" / f"{seed}", cfg, speeds)
-    wider = copy.deepcopy(base_cfg) | {"data": {**base_cfg["data"], "batch_size": 512}}
-    _bench_run(tmp_path / "sweep" / "wide", wider, {"maxpool": (2.0, 3000.0, 0.8)})  # one run of another
-    _bench_run(tmp_path / "sweep" / "failed", base_cfg, {})
-    (
-        tmp_path / "sweep" / "failed" / "bench.json"
-    ).unlink()  # a bench run that wrote nothing: not in the table
+def test_bench_runs_are_summed_up_per_setting_and_strategy_with_their_uncertainty(tmp_path, capsys):
+    maxpool, conv = [1000.0, 1100.0, 1200.0], [900.0, 950.0, 1000.0]
+    raw = 1250.0
+    for seed in range(3):  # three runs of one setting (batch 64), each timing maxpool and conv
+        speeds = {"maxpool": (raw, maxpool[seed]), "conv": (raw, conv[seed])}
+        _bench_run(tmp_path / "sweep" / f"{seed}", [f"seed={seed}", "data.batch_size=64"], speeds)
+    # the same setting timing conv alone: its conv counts, but has no max-pooling to be paired with
+    _bench_run(tmp_path / "sweep" / "c", ["seed=3", "data.batch_size=64", "bench.strategies=[conv]"],
+               {"conv": (raw, 800.0)})  # fmt: skip
+    _bench_run(
+        tmp_path / "sweep" / "w", ["data.batch_size=128"], {"maxpool": (2000.0, 3000.0)}
+    )  # another setting
+    _bench_run(tmp_path / "sweep" / "f", ["seed=4", "data.batch_size=64"], {})
+    (tmp_path / "sweep" / "f" / "bench.json").unlink()  # a bench run that wrote nothing
 
     report.main([str(tmp_path / "sweep")])
     table = pd.read_csv(tmp_path / "sweep" / "bench.csv")
     assert list(zip(table.setting, table.strategy, table.n, strict=True)) == [
         ("data.batch_size=64", "maxpool", 3),
-        ("data.batch_size=64", "conv", 3),
-        ("data.batch_size=512", "maxpool", 1),
-    ]
-    first = table.iloc[0]
+        ("data.batch_size=64", "conv", 4),
+        ("data.batch_size=128", "maxpool", 1),
+    ]  # settings by the configs that ran (bench.json), not by bench.strategies or the seed
+    first, second, third = table.iloc[0], table.iloc[1], table.iloc[2]
+    ratios = [m / raw for m in maxpool]
     assert first.lightning_images_per_sec_mean == pytest.approx(1100) and first.ratio_mean == pytest.approx(
-        0.95
+        0.88
     )
-    low, high = stats.t.interval(0.95, 2, loc=0.95, scale=np.std(ratios, ddof=1) / math.sqrt(3))
+    low, high = stats.t.interval(0.95, 2, loc=0.88, scale=np.std(ratios, ddof=1) / math.sqrt(3))
     assert (first.ratio_ci95_low, first.ratio_ci95_high) == (pytest.approx(low), pytest.approx(high))
-    welch = stats.ttest_ind(conv, maxpool, equal_var=False).confidence_interval(0.95)
-    second = table.iloc[1]
-    assert second.vs_maxpool_pct == pytest.approx(-150 / 1100 * 100)
-    assert second.vs_maxpool_ci95_low == pytest.approx(welch.low / 1100 * 100)
-    assert math.isnan(first.vs_maxpool_pct) and math.isnan(table.iloc[2].ratio_ci95_low)  # one run: no CI
-    text = (tmp_path / "sweep" / "report.md").read_text()
-    assert "## Benchmark runs (4)" in text and "(Some CPU, 32-true)" in text
-    assert (
-        "| data.batch_size=64 | conv | 3 | 1 ± 0 | 950 ± 50 | 1.000 ± 0.000 | [1.000, 1.000] | -13.6 ["
-        in text
+    logs = np.log(np.array(conv) / np.array(maxpool))  # paired by run
+    low, high = stats.t.interval(0.95, 2, loc=logs.mean(), scale=logs.std(ddof=1) / math.sqrt(3))
+    assert second.vs_maxpool_n == 3 and second.vs_maxpool_mean == pytest.approx(math.expm1(logs.mean()))
+    assert (second.vs_maxpool_ci95_low, second.vs_maxpool_ci95_high) == (
+        pytest.approx(math.expm1(low)),
+        pytest.approx(math.expm1(high)),
     )
-    assert "| data.batch_size=512 | maxpool | 1 | 2 | 3,000 | 0.800 | — (n < 3) | — |" in text
+    assert math.isnan(third.ratio_ci95_low) and third.ratio_ci95_note == "n < 3"
+    text = (tmp_path / "sweep" / "report.md").read_text()
+    assert (
+        "## Benchmark runs (6)" in text
+        and "5 runs of `python -m downsample_lab.bench` (Some CPU, 2 CPUs" in text
+    )
+    assert "| data.batch_size=64 | conv | 4 | 1,250 ± 0 | 912 ± 85 |" in text
+    assert "| data.batch_size=128 | maxpool | 1 | 2,000 | 3,000 | 1.500 | — (n < 3) | — |" in text
+    assert "- `f`: no bench.json (the bench did not finish)" in text
     out = capsys.readouterr().out
-    assert "Benchmark runs (bench.csv):" in out and 'summarised under "Benchmark runs"' in out
+    assert "Benchmark runs (5 runs; all numbers in bench.csv):" in out and "summed up under" in out
+
+
+def test_bench_records_that_are_damaged_shared_or_from_other_machines_do_not_stop_the_report(tmp_path):
+    shared = tmp_path / "one.json"
+    for seed in range(2):  # two runs told to write the same file: one record, not two
+        _bench_run(
+            tmp_path / "sweep" / f"s{seed}", [f"seed={seed}", f"bench.out={shared}"], {"maxpool": (1, 2)}
+        )
+        (tmp_path / "sweep" / f"s{seed}" / "bench.json").rename(shared)
+    damaged = {"results": {"maxpool": {"raw": [1], "lightning": {"images_per_sec": "fast"}}, "conv": None}}
+    _bench_run(tmp_path / "sweep" / "d", ["seed=7"], {}, hardware="cpu", versions=None, **damaged)
+    gpu = {"device": "cuda", "gpu": {"name": "NVIDIA H200", "count": 2}}
+    _bench_run(tmp_path / "sweep" / "g", ["seed=8"], {"maxpool": (5.0, 4.0)}, hardware=gpu)
+
+    rep = report.build_report(tmp_path / "sweep")
+    assert rep.bench_count == 3
+    assert [why for _, why in rep.bench_left_out] == [
+        f"its bench.out, {shared}, is s0's record too (overwritten)"
+    ]
+    assert set(rep.bench["machine"]) == {"Some CPU, 2 CPUs, 2 torch threads", "—", "NVIDIA H200 × 2"}
+    assert "machine" in rep.bench_table and "versions" in rep.bench_table  # they differ: shown per row
+    damaged_rows = rep.bench[rep.bench["machine"] == "—"]
+    assert list(damaged_rows["strategy"]) == ["maxpool", "conv"] and damaged_rows["ratio_mean"].isna().all()
 
 
 def test_report_prints_no_warnings_and_no_internal_names(tmp_path, base_cfg):

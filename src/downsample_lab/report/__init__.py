@@ -10,7 +10,9 @@ keys of :data:`IGNORED_KEYS`), and writes to ``--out`` (default: the directory i
 - ``results.csv``: the same table, one row per arm, unrounded (accuracies as fractions);
 - ``runs.csv``: one row per run found, with its status, arm and final numbers;
 - ``val_acc.png`` (validation accuracy per epoch, mean and min–max band per arm) and
-  ``acc_vs_throughput.png`` (test accuracy against training images/s, ± std error bars).
+  ``acc_vs_throughput.png`` (test accuracy against training images/s, ± std error bars);
+- ``bench.csv`` when bench runs are below the directory: their images/s per setting and strategy, repeated runs
+  summed up with their uncertainty (:mod:`~downsample_lab.report.bench`; a section of ``report.md`` too).
 
 Runs whose model collapsed are left out of the statistics and listed with the reason (``--keep-degenerate``
 counts them).
@@ -19,6 +21,7 @@ One module for each step:
 
 - :mod:`~downsample_lab.report.read`: find run directories, load each into a :class:`Run`, the tidy run table;
 - :mod:`~downsample_lab.report.stats`: arms and baselines, mean/std/CI, Welch's t-test, the results table;
+- :mod:`~downsample_lab.report.bench`: the bench runs' records, per setting and strategy;
 - :mod:`~downsample_lab.report.render`: numbers and tables as text (markdown, console, ``runs.csv``);
 - :mod:`~downsample_lab.report.plots`: the two plots;
 - :mod:`~downsample_lab.report.document`: the text of ``report.md``;

@@ -1,185 +1,213 @@
-"""The bench runs below a directory in one table: ``bench.csv`` and the "Benchmark runs" section of report.md.
+"""The bench runs below a directory, summed up: ``bench.csv`` and the "Benchmark runs" section of report.md.
 
-Each run of ``python -m downsample_lab.bench`` writes ``bench.json``: per strategy, the images/s of the raw loop
-and of the Lightning path (medians of their windows) and their ratio. Runs that differ only by their seed repeat
-one *setting* (the keys the bench runs differ in, named as the arms of the ablation are; plus the device and
-precision that ran): the table gives each setting and strategy the mean over its runs, the sample std, a 95% t
-interval of the Lightning/raw ratio from :data:`~downsample_lab.report.stats.MIN_CI_RUNS` runs on, and the
-difference of the Lightning path's images/s against the setting's max-pooling strategy (Welch), in % of the
-max-pooling mean.
+Each run of ``python -m downsample_lab.bench`` writes ``bench.json``: the config that ran, the machine, the
+versions and, per strategy, the images/s of the raw loop and of the Lightning path (medians of their windows),
+their ratio and each path's host CPU time per step. Runs repeat one *setting* when their configs differ only in
+the seed (and in where the record went, or in the strategies they timed: each strategy is a row), on the same
+machine, precision and versions. Per setting and strategy, :func:`bench_summary` gives the mean ± std over the
+runs, a 95% t interval of the Lightning/raw ratio, and the Lightning path's images/s against max-pooling's
+*in the same runs* (each run times every strategy it has in one process, one after the other: a paired design),
+as exp(mean log ratio) − 1 with a t interval of the mean log ratio. Intervals from fewer than
+:data:`~downsample_lab.report.stats.MIN_CI_RUNS` runs are not shown.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from downsample_lab.console import counted
 from downsample_lab.report.read import DASH, Run
-from downsample_lab.report.render import is_defined, markdown_table
-from downsample_lab.report.stats import MIN_CI_RUNS, arm_keys, arm_label, effect, mean_std_ci
-from downsample_lab.study import BASELINE
+from downsample_lab.report.stats import IGNORED_KEYS, MIN_CI_RUNS, arm_keys, arm_label, mean_std_ci
+from downsample_lab.study import BASELINE, flatten
 
 BENCH_FILE = "bench.json"
 BENCH_TASK = "bench"
-NOT_SETTINGS = {"bench.out"}  # a key that says where the record went, not what was measured
+# Keys that never tell settings apart: where the record went, and the strategies timed (each one is a row).
+NOT_SETTINGS = IGNORED_KEYS | {"bench.out", "bench.strategies"}
+# What a strategy's entry in bench.json gives, per path.
+FIGURES = ("images_per_sec", "host_us_per_step")
 
 
-def bench_runs(runs: Sequence[Run]) -> list[Run]:
-    """The runs of the bench tool among ``runs`` (the report's runs of other tools)."""
-    return [r for r in runs if r.task == BENCH_TASK]
+@dataclass
+class BenchRecord:
+    """One bench run's ``bench.json``, read defensively (a figure it lacks is NaN)."""
+
+    run: Path
+    config: dict[str, Any]  # the config that ran, flattened
+    machine: str
+    precision: str
+    versions: str
+    results: dict[str, dict[str, float]]  # strategy → raw_/lightning_ + FIGURES, and "ratio"
 
 
-def read_bench(run: Run) -> dict[str, Any] | None:
-    """The run's ``bench.json`` (its config's ``bench.out`` when that is an absolute path, else in the run
-    directory); None when it is missing, unreadable or has no results (a bench run that failed or still runs)."""
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _machine(hardware: Mapping[str, Any]) -> str:
+    """``NVIDIA H200`` (``× 8`` for several GPUs), or the CPU model with its usable cores and torch threads."""
+    gpu = _dict(hardware.get("gpu"))
+    if gpu.get("name"):
+        count = gpu.get("count")
+        return str(gpu["name"]) + (f" × {count}" if isinstance(count, int) and count > 1 else "")
+    parts = [str(hardware.get("cpu_model") or DASH)]
+    for key, noun in (("cpus_usable", "CPU"), ("torch_threads", "torch thread")):
+        if isinstance(hardware.get(key), int):
+            parts.append(counted(hardware[key], noun))
+    return ", ".join(parts)
+
+
+def _record_path(run: Run) -> Path:
+    """Where the run wrote ``bench.json``: ``bench.out`` as the run saw it (relative to the directory it was
+    started in, ``hydra.runtime.cwd``), else the run directory."""
     out = run.hparams.get("bench.out")
-    path = Path(out) if isinstance(out, str) and Path(out).is_absolute() else run.path / BENCH_FILE
+    if not isinstance(out, str) or not out:
+        return run.path / BENCH_FILE
+    if Path(out).is_absolute():
+        return Path(out)
+    import yaml  # a plain read: the file's interpolations need not resolve
+
+    try:
+        cwd = yaml.safe_load((run.path / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["cwd"]
+    except Exception:  # absent or unreadable: relative to the run directory, the best guess left
+        cwd = run.path
+    return Path(str(cwd)) / out
+
+
+def read_bench(run: Run) -> BenchRecord | str:
+    """The run's record, or why there is none (missing, unreadable, no results)."""
+    path = _record_path(run)
     try:
         record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and isinstance(record.get("results"), dict) else None
+    except OSError:
+        return f"no {path.name} (the bench did not finish)"
+    except ValueError as err:
+        return f"{path.name} unreadable ({err})"
+    results = _dict(_dict(record).get("results"))
+    if not results:
+        return f"{path.name} has no results"
+    figures = {}
+    for strategy, entry in results.items():
+        entry = _dict(entry)
+        row = {f"{p}_{f}": _number(_dict(entry.get(p)).get(f)) for p in ("raw", "lightning") for f in FIGURES}
+        ratio = _number(entry.get("ratio"))
+        row["ratio"] = (
+            ratio if not math.isnan(ratio) else row["lightning_images_per_sec"] / row["raw_images_per_sec"]
+        )
+        figures[str(strategy)] = row
+    versions = _dict(record.get("versions"))
+    return BenchRecord(
+        run=run.path,
+        config=flatten(_dict(record.get("config"))) or run.hparams,
+        machine=_machine(_dict(record.get("hardware"))),
+        precision=str(record.get("precision") or DASH),
+        versions=", ".join(f"{k} {versions[k]}" for k in ("torch", "lightning") if versions.get(k)) or DASH,
+        results=figures,
+    )
 
 
-def _device(record: dict[str, Any]) -> str:
-    hw = record.get("hardware") or {}
-    name = hw.get("gpu") or hw.get("cpu_model") or hw.get("device") or DASH
-    return f"{name}, {record.get('precision', DASH)}"
-
-
-def bench_frame(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per bench run and strategy: its setting, device, strategy and measured figures."""
-    read = [(r, rec) for r in bench_runs(runs) if (rec := read_bench(r)) is not None]
-    keys = [k for k in arm_keys([r for r, _ in read]) if k not in NOT_SETTINGS]
-    rows = []
-    for run, record in read:
-        for strategy, res in record["results"].items():
-            raw, lightning = res.get("raw") or {}, res.get("lightning") or {}
-            rows.append(
-                {
-                    "setting": arm_label(run.hparams, keys),
-                    "device": _device(record),
-                    "strategy": strategy,
-                    "run": str(run.path),
-                    "raw_images_per_sec": raw.get("images_per_sec", math.nan),
-                    "lightning_images_per_sec": lightning.get("images_per_sec", math.nan),
-                    "ratio": res.get("ratio", math.nan),
-                    "raw_host_us_per_step": raw.get("host_us_per_step", math.nan),
-                    "lightning_host_us_per_step": lightning.get("host_us_per_step", math.nan),
-                    "params": res.get("params", math.nan),
-                }
+def read_bench_runs(runs: Sequence[Run]) -> tuple[list[BenchRecord], list[tuple[Path, str]]]:
+    """The records of the bench runs among ``runs``, and the bench runs left out with the reason (no record, or
+    one another run already gave: several runs with the same ``bench.out`` overwrite one file)."""
+    records, left_out, seen = [], [], {}
+    for run in (r for r in runs if r.task == BENCH_TASK):
+        path = _record_path(run).resolve()
+        if path in seen:
+            left_out.append(
+                (run.path, f"its bench.out, {path}, is {seen[path].name}'s record too (overwritten)")
             )
+            continue
+        record = read_bench(run)
+        if isinstance(record, str):
+            left_out.append((run.path, record))
+        else:
+            seen[path] = run.path
+            records.append(record)
+    return records, left_out
+
+
+def bench_frame(records: Sequence[BenchRecord]) -> pd.DataFrame:
+    """One row per run and strategy: the run's setting (the keys the runs' configs differ in, less
+    :data:`NOT_SETTINGS`), machine, precision, versions, strategy and figures."""
+    as_runs = [Run(path=r.run, status="completed", hparams=r.config) for r in records]
+    keys = [k for k in arm_keys(as_runs) if k not in NOT_SETTINGS]
+    rows = [
+        {
+            "setting": arm_label(run.hparams, keys),
+            "machine": record.machine,
+            "precision": record.precision,
+            "versions": record.versions,
+            "strategy": strategy,
+            "run": str(record.run),
+            **figures,
+        }
+        for record, run in zip(records, as_runs, strict=True)
+        for strategy, figures in record.results.items()
+    ]
     return pd.DataFrame(rows)
 
 
+GROUP = ["setting", "machine", "precision", "versions"]
+
+
 def bench_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per setting, device and strategy (in the order first seen): the runs, each figure's mean and std, the
-    ratio's 95% CI (NaN below :data:`MIN_CI_RUNS` runs) and the Lightning path's images/s against max-pooling's
-    in the same setting (difference of means and its Welch 95% CI, in % of max-pooling's mean)."""
+    """Per setting (with its machine, precision and versions) and strategy, in the order first seen: ``n`` runs,
+    each figure's mean and std, the ratio's 95% CI, and ``vs_maxpool``: the Lightning path's images/s against
+    max-pooling's in the same runs (``vs_maxpool_n`` pairs), a fraction, with its 95% CI (NaN, and a
+    ``_ci95_note``, where the runs cannot support one)."""
     if frame.empty:
         return pd.DataFrame()
     rows = []
-    groups = frame.groupby(["setting", "device", "strategy"], sort=False)
-    for (setting, device, strategy), g in groups:
-        row: dict[str, Any] = {"setting": setting, "device": device, "strategy": strategy, "n": len(g)}
-        for name in (
-            "raw_images_per_sec",
-            "lightning_images_per_sec",
-            "raw_host_us_per_step",
-            "lightning_host_us_per_step",
-        ):
-            row[f"{name}_mean"], row[f"{name}_std"], _, _ = mean_std_ci(g[name].dropna().tolist())
-        mean, std, low, high = mean_std_ci(g["ratio"].dropna().tolist())
-        enough = len(g["ratio"].dropna()) >= MIN_CI_RUNS
-        row |= {"ratio_mean": mean, "ratio_std": std}
-        row |= {
-            "ratio_ci95_low": low if enough else math.nan,
-            "ratio_ci95_high": high if enough else math.nan,
+    for (*setting, strategy), g in frame.groupby([*GROUP, "strategy"], sort=False):
+        row: dict[str, Any] = dict(zip([*GROUP, "strategy"], [*setting, strategy], strict=True)) | {
+            "n": len(g)
         }
-        row["params"] = g["params"].iloc[0]
-        base = frame[(frame.setting == setting) & (frame.device == device) & (frame.strategy == BASELINE)]
-        speed = g["lightning_images_per_sec"].dropna().tolist()
-        reference = base["lightning_images_per_sec"].dropna().tolist()
-        diff = low = high = math.nan
-        if strategy != BASELINE and reference:
-            d, lo, hi, _ = effect(speed, reference)
-            scale = 100 / (sum(reference) / len(reference))
-            diff, low, high = d * scale, lo * scale, hi * scale
-        row |= {"vs_maxpool_pct": diff, "vs_maxpool_ci95_low": low, "vs_maxpool_ci95_high": high}
+        for name in [f"{p}_{f}" for p in ("raw", "lightning") for f in FIGURES]:
+            row[f"{name}_mean"], row[f"{name}_std"], _, _ = mean_std_ci(g[name].dropna().tolist())
+        ratios = g["ratio"].dropna().tolist()
+        row |= _with_ci("ratio", ratios, *mean_std_ci(ratios))
+        same = frame[(frame[GROUP] == pd.Series(dict(zip(GROUP, setting, strict=True)))).all(axis=1)]
+        row |= _vs_maxpool(g, same[same.strategy == BASELINE]) if strategy != BASELINE else {}
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _mean_std(mean: float, std: float, digits: int = 0) -> str:
-    if not is_defined(mean):
-        return DASH
-    return f"{mean:,.{digits}f}" + (f" ± {std:,.{digits}f}" if is_defined(std) else "")
+def _with_ci(name: str, values: Sequence[float], mean: float, std: float, low: float, high: float) -> dict:
+    note = f"n < {MIN_CI_RUNS}" if len(values) < MIN_CI_RUNS else ""
+    if note:
+        low = high = math.nan
+    return {
+        f"{name}_mean": mean,
+        f"{name}_std": std,
+        f"{name}_ci95_low": low,
+        f"{name}_ci95_high": high,
+        f"{name}_ci95_note": note,
+    }
 
 
-def _interval(low: float, high: float, n: int) -> str:
-    if is_defined(low):
-        return f"[{low:.3f}, {high:.3f}]"
-    return f"{DASH} (n < {MIN_CI_RUNS})" if n < MIN_CI_RUNS else DASH
-
-
-def _column(summary: pd.DataFrame, fmt: Callable[..., str], *names: str) -> list[str]:
-    return [fmt(*values) for values in zip(*(summary[n] for n in names), strict=True)]
-
-
-def _vs_maxpool(diff: float, low: float, high: float) -> str:
-    if not is_defined(diff):
-        return DASH
-    return f"{diff:+.1f}" + (f" [{low:+.1f}, {high:+.1f}]" if is_defined(low) else " (CI: n < 2)")
-
-
-def bench_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary as the text of report.md's table (the device column only when the runs used several)."""
-    if summary.empty:
-        return pd.DataFrame()
-    ips, host = "images_per_sec", "host_us_per_step"
-    table = pd.DataFrame(
-        {
-            "setting": summary["setting"],
-            "device, precision": summary["device"],
-            "strategy": summary["strategy"],
-            "n": summary["n"],
-            "raw img/s": _column(summary, _mean_std, f"raw_{ips}_mean", f"raw_{ips}_std"),
-            "Lightning img/s": _column(summary, _mean_std, f"lightning_{ips}_mean", f"lightning_{ips}_std"),
-            "Lightning/raw": _column(summary, lambda m, s: _mean_std(m, s, 3), "ratio_mean", "ratio_std"),
-            "ratio 95% CI": _column(summary, _interval, "ratio_ci95_low", "ratio_ci95_high", "n"),
-            "Lightning img/s vs maxpool, % [95% CI]": _column(
-                summary, _vs_maxpool, "vs_maxpool_pct", "vs_maxpool_ci95_low", "vs_maxpool_ci95_high"
-            ),
-            "host µs/step raw / Lightning": _column(
-                summary, lambda r, li: f"{r:,.0f} / {li:,.0f}", f"raw_{host}_mean", f"lightning_{host}_mean"
-            ),
-        }
-    )
-    if summary["device"].nunique() == 1:
-        table = table.drop(columns="device, precision")
-    return table
-
-
-def bench_section(table: pd.DataFrame, summary: pd.DataFrame, n_runs: int) -> list[str]:
-    """The lines of report.md's "Benchmark runs" section ([] without bench results)."""
-    if table.empty:
-        return []
-    device = summary["device"].iloc[0] if summary["device"].nunique() == 1 else "see the table"
-    return [
-        "",
-        f"## Benchmark runs ({n_runs})",
-        "",
-        f"`python -m downsample_lab.bench` runs ({device}), from their `bench.json`: per setting and strategy the "
-        "mean ± std over the runs of each path's images/s (a run's figure is the median of its windows) and of "
-        f"their ratio, with a 95% t interval from {MIN_CI_RUNS} runs on; the Lightning path's images/s against "
-        "max-pooling's in the same setting: difference of the means in % of max-pooling's mean, Welch 95% CI of "
-        "the difference scaled alike (max-pooling's own spread in the denominator is not counted). Host µs: the "
-        "process's CPU time per step, mean over the runs. All figures in `bench.csv`.",
-        "",
-        markdown_table(table),
+def _vs_maxpool(strategy: pd.DataFrame, maxpool: pd.DataFrame) -> dict[str, Any]:
+    """The strategy's Lightning images/s against max-pooling's, paired by run: exp(mean log ratio) − 1."""
+    base = maxpool.set_index("run")["lightning_images_per_sec"]
+    pairs = [
+        math.log(speed / base[run])
+        for run, speed in zip(strategy["run"], strategy["lightning_images_per_sec"], strict=True)
+        if run in base.index and speed > 0 and base[run] > 0
     ]
+    if not pairs:
+        return {"vs_maxpool_n": 0, "vs_maxpool_ci95_note": "no maxpool in its runs"}
+    out = _with_ci("vs_maxpool", pairs, *mean_std_ci(pairs))
+    out = {k: math.expm1(v) if k in ("vs_maxpool_mean", "vs_maxpool_ci95_low", "vs_maxpool_ci95_high") else v
+           for k, v in out.items()}  # fmt: skip
+    out.pop("vs_maxpool_std")  # of the log ratios: not a figure of the table
+    return out | {"vs_maxpool_n": len(pairs)}

@@ -7,8 +7,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from downsample_lab.console import counted
 from downsample_lab.errors import UserError, exit_with_error
-from downsample_lab.report.bench import bench_frame, bench_summary, bench_table
+from downsample_lab.report.bench import bench_frame, bench_summary, read_bench_runs
 from downsample_lab.report.document import Report, nothing_to_compare, report_markdown
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import (
@@ -21,7 +22,7 @@ from downsample_lab.report.read import (
     is_training_run,
     load_run,
 )
-from downsample_lab.report.render import display_table, plain_table, runs_table, shift_table
+from downsample_lab.report.render import bench_table, display_table, plain_table, runs_table, shift_table
 from downsample_lab.report.stats import (
     arm_keys,
     group_runs,
@@ -85,13 +86,25 @@ def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = Fa
     results = summarize(arms)
     labels = run_labels(runs, arms)
     shift = shift_summary(arms)
-    measured = bench_frame(skipped)
-    bench = bench_summary(measured)
+    records, bench_left_out = read_bench_runs(skipped)
+    bench = bench_summary(bench_frame(records))
     rep = Report(
-        root, out, runs, skipped, arms, keys, labels, results, display_table(results),
-        shift, shift_table(shift, [a.label for a in arms]), bench, bench_table(bench),
-        measured["run"].nunique() if not measured.empty else 0,
-    )  # fmt: skip
+        root=root,
+        out=out,
+        runs=runs,
+        skipped=skipped,
+        arms=arms,
+        keys=keys,
+        labels=labels,
+        results=results,
+        table=display_table(results),
+        shift=shift,
+        shift_table=shift_table(shift, [a.label for a in arms]),
+        bench=bench,
+        bench_table=bench_table(bench),
+        bench_count=len(records),
+        bench_left_out=bench_left_out,
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     results.to_csv(out / "results.csv", index=False)
@@ -154,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no")
         + " training runs"
         + (f"; {n_refused} stopped at start-up" if n_refused else "")
-        + (f"; {len(rep.skipped)} runs of other tools (eval, bench) skipped" if rep.skipped else "")
+        + (
+            f"; {counted(len(rep.skipped), 'run')} of other tools (eval, bench) not compared"
+            if rep.skipped
+            else ""
+        )
     )
     if rep.table.empty and counts[DEGENERATE]:
         print(f"All {counts[DEGENERATE]} completed runs collapsed (degenerate): nothing to compare; "
@@ -163,6 +180,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(nothing_to_compare(rep))
     else:
         print(plain_table(rep.table, CONSOLE_COLUMNS))
-    if not rep.bench_table.empty:
-        print(f"\nBenchmark runs ({BENCH_CSV}):")
+    if rep.bench_count:
+        print(f"\nBenchmark runs ({counted(rep.bench_count, 'run')}; all numbers in {BENCH_CSV}):")
         print(plain_table(rep.bench_table))

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from downsample_lab.console import counted
-from downsample_lab.report.bench import bench_section
 from downsample_lab.report.read import (
     CONSISTENCY,
     DASH,
@@ -53,7 +52,8 @@ class Report:
     shift_table: pd.DataFrame
     bench: pd.DataFrame  # report.bench.bench_summary(): the bench runs per setting and strategy (empty: none)
     bench_table: pd.DataFrame
-    bench_runs: int  # the bench runs in it (those with a bench.json)
+    bench_count: int  # the bench runs summed up in it (those with a readable bench.json)
+    bench_left_out: list[tuple[Path, str]]  # the other bench runs, with the reason
 
     @property
     def path(self) -> Path:
@@ -67,7 +67,7 @@ def report_markdown(rep: Report) -> str:
     lines += _results(rep) if not rep.table.empty else [nothing_to_compare(rep), ""]
     lines += ["", "## Runs not counted", "", *_not_counted(rep)]
     lines += _stopped_at_start_up(rep)
-    lines += bench_section(rep.bench_table, rep.bench, rep.bench_runs)
+    lines += _bench_section(rep)
     lines += _other_tools(rep)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -219,7 +219,7 @@ def nothing_to_compare(rep: Report) -> str:
         return "No completed run yet: nothing to compare."
     n = len(rep.skipped)
     other = f" ({counted(n, 'run')} of other tools, listed below, not compared)" if n else ""
-    bench = ' The bench runs are summarised under "Benchmark runs".' if not rep.bench.empty else ""
+    bench = ' The bench runs are summed up under "Benchmark runs".' if rep.bench_count else ""
     return f"No training run here: nothing to compare{other}.{bench}"
 
 
@@ -260,6 +260,33 @@ def _stopped_at_start_up(rep: Report) -> list[str]:
         "",
         *(f"- `{relative(r.path, rep.root)}`: {' '.join(r.reason.split())}" for r in refused),
     ]
+
+
+def _bench_section(rep: Report) -> list[str]:
+    """The bench runs per setting and strategy (:mod:`downsample_lab.report.bench`), and those left out."""
+    if not rep.bench_count and not rep.bench_left_out:
+        return []
+    lines = ["", f"## Benchmark runs ({rep.bench_count + len(rep.bench_left_out)})", ""]
+    if rep.bench_count:
+        shared = [
+            rep.bench[c].iloc[0] for c in ("machine", "precision", "versions") if rep.bench[c].nunique() == 1
+        ]
+        lines += [
+            f"{counted(rep.bench_count, 'run')} of `python -m downsample_lab.bench`"
+            + (f" ({'; '.join(shared)})" if shared else "")
+            + f", from their `bench.json`. Per setting and strategy: the mean ± std over the runs of each path's "
+            "images/s (a run's figure is the median of its timed windows), of their ratio with its 95% t interval, "
+            "and of the host CPU time per step; and the Lightning path's images/s against max-pooling's in the same "
+            "runs (paired: each run times its strategies in one process), as exp(mean log ratio) − 1 in %, with "
+            f"the t interval of the mean log ratio. No interval from fewer than {MIN_CI_RUNS} runs. "
+            "All numbers in `bench.csv`.",
+            "",
+            markdown_table(rep.bench_table),
+        ]
+    if rep.bench_left_out:
+        lines += ["", "Not summed up:", ""]
+        lines += [f"- `{relative(run, rep.root)}`: {why}" for run, why in rep.bench_left_out]
+    return lines
 
 
 def _other_tools(rep: Report) -> list[str]:

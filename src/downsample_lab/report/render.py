@@ -80,7 +80,7 @@ def _rate(mean: float, std: float) -> str:
     return f"{mean:,.0f}" + (f" ± {std:,.0f}" if is_defined(std) else "")
 
 
-def _column(results: pd.DataFrame, fmt: Callable[..., str], *names: str) -> list[str]:
+def column(results: pd.DataFrame, fmt: Callable[..., str], *names: str) -> list[str]:
     """``fmt`` applied to each row's values of the columns ``names``."""
     return [fmt(*values) for values in zip(*(results[n] for n in names), strict=True)]
 
@@ -90,31 +90,31 @@ def display_table(results: pd.DataFrame) -> pd.DataFrame:
     if results.empty:
         return pd.DataFrame()
     table = pd.DataFrame({"arm": results["arm"], "n": results["n"]})
-    table["test acc %"] = _column(results, fmt_mean_std, "test_acc_mean", "test_acc_std")
-    table["95% CI"] = _column(
+    table["test acc %"] = column(results, fmt_mean_std, "test_acc_mean", "test_acc_std")
+    table["95% CI"] = column(
         results, fmt_ci_or_note, "test_acc_ci95_low", "test_acc_ci95_high", "test_acc_ci95_note"
     )
-    table["Δ vs baseline, pp [95% CI]"] = _column(
+    table["Δ vs baseline, pp [95% CI]"] = column(
         results, fmt_diff, "welch_p_diff", "welch_p_diff_ci95_low", "welch_p_diff_ci95_high",
         "welch_p_diff_ci95_note",
     )  # fmt: skip
-    table["p vs baseline"] = _column(results, fmt_p, "welch_p")
-    table["p Holm"] = _column(results, fmt_p, "welch_p_holm")
+    table["p vs baseline"] = column(results, fmt_p, "welch_p")
+    table["p Holm"] = column(results, fmt_p, "welch_p_holm")
     if (results["test_acc_tta_n"] > 0).any():
-        table["TTA test acc %"] = _column(results, fmt_mean_std, "test_acc_tta_mean", "test_acc_tta_std")
-        table["TTA 95% CI"] = _column(
+        table["TTA test acc %"] = column(results, fmt_mean_std, "test_acc_tta_mean", "test_acc_tta_std")
+        table["TTA 95% CI"] = column(
             results,
             fmt_ci_or_note,
             "test_acc_tta_ci95_low",
             "test_acc_tta_ci95_high",
             "test_acc_tta_ci95_note",
         )
-        table["TTA Δ, pp [95% CI]"] = _column(
+        table["TTA Δ, pp [95% CI]"] = column(
             results, fmt_diff, "welch_p_tta_diff", "welch_p_tta_diff_ci95_low", "welch_p_tta_diff_ci95_high",
             "welch_p_tta_diff_ci95_note",
         )  # fmt: skip
-        table["TTA p vs baseline"] = _column(results, fmt_p, "welch_p_tta")
-        table["TTA p Holm"] = _column(results, fmt_p, "welch_p_tta_holm")
+        table["TTA p vs baseline"] = column(results, fmt_p, "welch_p_tta")
+        table["TTA p Holm"] = column(results, fmt_p, "welch_p_tta_holm")
     if results["paper_test_error_pct"].notna().any():
         table["test error %"] = [
             f"{(1 - m) * 100:.2f}" if is_defined(m) else DASH for m in results["test_acc_mean"]
@@ -122,12 +122,12 @@ def display_table(results: pd.DataFrame) -> pd.DataFrame:
         table["paper error % (Table 3)"] = [
             f"{e:.2f}" if is_defined(e) else DASH for e in results["paper_test_error_pct"]
         ]
-    table["best val acc %"] = _column(results, fmt_mean_std, "val_acc_best_mean", "val_acc_best_std")
+    table["best val acc %"] = column(results, fmt_mean_std, "val_acc_best_mean", "val_acc_best_std")
     if (results["consistency_n"] > 0).any():
-        table["shift consistency %"] = _column(results, fmt_mean_std, "consistency_mean", "consistency_std")
-    table["params"] = _column(results, _count, "params", "params_spread")
-    table["FLOPs/image"] = _column(results, _mega, "flops_per_image")
-    table["train images/s"] = _column(results, _rate, "images_per_sec_mean", "images_per_sec_std")
+        table["shift consistency %"] = column(results, fmt_mean_std, "consistency_mean", "consistency_std")
+    table["params"] = column(results, _count, "params", "params_spread")
+    table["FLOPs/image"] = column(results, _mega, "flops_per_image")
+    table["train images/s"] = column(results, _rate, "images_per_sec_mean", "images_per_sec_std")
     if results.loc[results["baseline"] != "", "baseline"].nunique() > 1:
         table.insert(4, "baseline", [b or DASH for b in results["baseline"]])
     return table
@@ -195,3 +195,48 @@ def shift_table(shift: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
             row[f"acc {s} px %"] = f"{hit['mean'].iloc[0] * 100:.2f}" if len(hit) else DASH
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _ratio(mean: float, std: float) -> str:
+    if not is_defined(mean):
+        return DASH
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if is_defined(std) else "")
+
+
+def _ratio_ci(low: float, high: float, note: Any) -> str:
+    if isinstance(note, str) and note:
+        return f"{DASH} ({note})"
+    return f"[{low:.3f}, {high:.3f}]" if is_defined(low) else DASH
+
+
+def _host(raw: float, lightning: float) -> str:
+    return " / ".join(f"{x:,.0f}" if is_defined(x) else DASH for x in (raw, lightning))
+
+
+def _vs_maxpool(diff: float, low: float, high: float, note: Any) -> str:
+    if not is_defined(diff) and isinstance(note, str) and note:
+        return f"{DASH} ({note})"
+    return fmt_diff(diff, low, high, note)
+
+
+def bench_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The bench table of ``report.md`` (:func:`downsample_lab.report.bench.bench_summary` as text); machine,
+    precision and versions as columns only where the rows differ in them (else the section names them once)."""
+    if summary.empty:
+        return pd.DataFrame()
+    table = summary[["setting", "machine", "precision", "versions", "strategy", "n"]].copy()
+    table = table.drop(columns=[c for c in ("machine", "precision", "versions") if summary[c].nunique() == 1])
+    ips = "images_per_sec"
+    table["raw img/s"] = column(summary, _rate, f"raw_{ips}_mean", f"raw_{ips}_std")
+    table["Lightning img/s"] = column(summary, _rate, f"lightning_{ips}_mean", f"lightning_{ips}_std")
+    table["Lightning/raw"] = column(summary, _ratio, "ratio_mean", "ratio_std")
+    table["ratio 95% CI"] = column(summary, _ratio_ci, "ratio_ci95_low", "ratio_ci95_high", "ratio_ci95_note")
+    vs = [f"vs_maxpool{s}" for s in ("_mean", "_ci95_low", "_ci95_high", "_ci95_note")]
+    for name in vs:
+        if name not in summary:  # every row is max-pooling's own
+            summary = summary.assign(**{name: math.nan})
+    table["Lightning img/s vs maxpool, % [95% CI]"] = column(summary, _vs_maxpool, *vs)
+    table["host µs/step, raw / Lightning"] = column(
+        summary, _host, "raw_host_us_per_step_mean", "lightning_host_us_per_step_mean"
+    )
+    return table

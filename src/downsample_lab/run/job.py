@@ -91,8 +91,10 @@ def run_task(
     (``resume=true``), a run whose ``status.json`` says completed returns its saved metric without running.
     ``prepare`` runs first and ``task`` is given what it returns (``cfg`` without it): a UserError there (e.g. a
     refused resume) leaves the records of a run that has them (``status.json``) as they were. ``task`` returns
-    its metrics, or its metrics and more for ``status.json`` (train: the job's times). An interrupted or crashed training run (a config with ``resume``) prints its
-    directory and the command that continues it, which ``status.json`` keeps too.
+    its metrics, or its metrics and more for ``status.json`` (train: the job's times). An interrupted or crashed
+    training run (a config with ``resume``) prints its directory and the command that continues it, which
+    ``status.json`` keeps too; in a sweep whose summary this process prints next (one job at a time), or in a
+    parallel sweep, that summary gives the command, once.
     """
     directory = run_dir()
     previous = status.status_of(directory)
@@ -226,4 +228,4 @@ def _stopped(
     # In a parallel sweep the sweep's summary says which jobs stopped and gives the resume command, once; one job
     # at a time, the sweep's process prints that summary too, so the job only says that it stopped.
     if advice and not parallel:
-        _report_stop(directory, what, "" if summary_follows() else advice)
+        _report_stop(directory, what, "" if summary_follows(directory) else advice)

@@ -20,14 +20,14 @@ from downsample_lab.run.sweep import planned_jobs, varying_keys
 from downsample_lab.run.times import add_up
 from downsample_lab.run.times import describe as describe_times
 
-_follows = False  # set in the process of a sweep whose summary is still to come
+_pending: Path | None = None  # the sweep whose summary this process prints when the sweep ends
 
 
-def summary_follows() -> bool:
-    """Whether this process prints a sweep's closing summary after the job it runs (the sweep's own process, one
-    job at a time): a job that stops then leaves the command that continues the sweep to the summary's last line.
-    False in a parallel sweep's worker, a SLURM job or a single run."""
-    return _follows
+def summary_follows(job: Path) -> bool:
+    """Whether this process prints the closing summary of the sweep ``job`` belongs to, once the job ends (the
+    sweep's own process, one job at a time): a job that stops then leaves the command that continues the sweep to
+    the summary's last line. False in a parallel sweep's worker, a SLURM job or a single run."""
+    return _pending is not None and Path(job).resolve().is_relative_to(_pending.resolve())
 
 
 def sweep_summary(
@@ -170,8 +170,8 @@ class SweepSummary(Callback):
         self._sweep_dir = Path(config.hydra.sweep.dir)
         self._planned = planned_jobs(config.hydra)
         self._t0, self._started = time.perf_counter(), time.time()
-        global _follows
-        _follows = True
+        global _pending
+        _pending = self._sweep_dir
         if "resume" in config:
             self._resume = sweep_resume_command(config.hydra)
         atexit.register(self._report)
@@ -180,8 +180,8 @@ class SweepSummary(Callback):
         self._report()
 
     def _report(self) -> None:
-        global _follows
-        _follows = False
+        global _pending
+        _pending = None
         if self._sweep_dir is None:
             return
         # At the sweep's end or exit no job of it runs any more (a parallel sweep's workers are gone: joblib kills
