@@ -579,12 +579,22 @@ def test_bench_records_that_are_damaged_shared_or_from_other_machines_do_not_sto
     gpu = {"device": "cuda", "gpu": {"name": "NVIDIA H200", "count": 2}}
     _bench_run(tmp_path / "sweep" / "g", ["seed=8"], {"maxpool": (5.0, 4.0)}, hardware=gpu)
 
+    # a relative bench.out: relative to the directory the bench was started in (Hydra's runtime.cwd)
+    rel = tmp_path / "sweep" / "r"
+    _bench_run(rel, ["seed=9", "bench.out=rel.json"], {"maxpool": (1, 2)})
+    (tmp_path / "cwd").mkdir()
+    (rel / "bench.json").rename(tmp_path / "cwd" / "rel.json")
+    (rel / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  job:\n    name: bench\n  runtime:\n    cwd: {tmp_path / 'cwd'}\n"
+    )
+
     rep = report.build_report(tmp_path / "sweep")
-    assert rep.bench_count == 3
+    assert rep.bench_count == 4
     assert [why for _, why in rep.bench_left_out] == [
         f"its bench.out, {shared}, is s0's record too (overwritten)"
     ]
     assert set(rep.bench["machine"]) == {"Some CPU, 2 CPUs, 2 torch threads", "—", "NVIDIA H200 × 2"}
+    assert rep.bench[rep.bench["machine"].str.startswith("Some")]["n"].tolist() == [2]  # s0 and r
     assert "machine" in rep.bench_table and "versions" in rep.bench_table  # they differ: shown per row
     damaged_rows = rep.bench[rep.bench["machine"] == "—"]
     assert list(damaged_rows["strategy"]) == ["maxpool", "conv"] and damaged_rows["ratio_mean"].isna().all()

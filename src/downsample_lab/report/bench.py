@@ -68,21 +68,26 @@ def _machine(hardware: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _hydra_record(run: Path, name: str) -> dict[str, Any]:
+    """``.hydra/<name>.yaml`` of the run as plain YAML (interpolations unresolved), or {}."""
+    import yaml
+
+    try:
+        return _dict(yaml.safe_load((run / ".hydra" / f"{name}.yaml").read_text()))
+    except Exception:  # absent or unreadable
+        return {}
+
+
 def _record_path(run: Run) -> Path:
-    """Where the run wrote ``bench.json``: ``bench.out`` as the run saw it (relative to the directory it was
-    started in, ``hydra.runtime.cwd``), else the run directory."""
-    out = run.hparams.get("bench.out")
+    """Where the run wrote ``bench.json``: its config's ``bench.out`` (relative to the directory it was started
+    in, ``hydra.runtime.cwd``), else the run directory."""
+    out = _dict(_hydra_record(run.path, "config").get("bench")).get("out")
     if not isinstance(out, str) or not out:
         return run.path / BENCH_FILE
     if Path(out).is_absolute():
         return Path(out)
-    import yaml  # a plain read: the file's interpolations need not resolve
-
-    try:
-        cwd = yaml.safe_load((run.path / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["cwd"]
-    except Exception:  # absent or unreadable: relative to the run directory, the best guess left
-        cwd = run.path
-    return Path(str(cwd)) / out
+    hydra = _dict(_hydra_record(run.path, "hydra").get("hydra"))
+    return Path(str(_dict(hydra.get("runtime")).get("cwd") or run.path)) / out
 
 
 def read_bench(run: Run) -> BenchRecord | str:

@@ -151,22 +151,16 @@ def value_text(value: Any) -> str:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    """``.hydra/config.yaml`` flattened (resolved where it can be), or {} when it is absent or unreadable."""
+    """``.hydra/config.yaml`` flattened, or {} when it is absent or unreadable."""
     from omegaconf import OmegaConf  # only needed here; Hydra saved the file, OmegaConf reads it back
 
     file = path / ".hydra" / "config.yaml"
     if not file.is_file():
         return {}
     try:
-        config = OmegaConf.load(file)
+        return flatten(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
     except Exception:
         return {}
-    try:
-        return flatten(OmegaConf.to_container(config, resolve=True))
-    except (
-        Exception
-    ):  # an interpolation that needs a resolver of the run (``${if_gpu:...}``): kept as written
-        return flatten(OmegaConf.to_container(config, resolve=False))
 
 
 def merge_hparams(tb: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
