@@ -24,7 +24,7 @@ import pandas as pd
 
 from downsample_lab.console import counted
 from downsample_lab.report.read import DASH, Run
-from downsample_lab.report.stats import IGNORED_KEYS, MIN_CI_RUNS, arm_keys, arm_label, mean_std_ci
+from downsample_lab.report.stats import IGNORED_KEYS, arm_keys, arm_label, mean_std_ci, spread
 from downsample_lab.study import BASELINE, flatten
 
 BENCH_FILE = "bench.json"
@@ -180,25 +180,11 @@ def bench_summary(frame: pd.DataFrame) -> pd.DataFrame:
         }
         for name in [f"{p}_{f}" for p in ("raw", "lightning") for f in FIGURES]:
             row[f"{name}_mean"], row[f"{name}_std"], _, _ = mean_std_ci(g[name].dropna().tolist())
-        ratios = g["ratio"].dropna().tolist()
-        row |= _with_ci("ratio", ratios, *mean_std_ci(ratios))
+        row |= spread(g["ratio"], "ratio", ci=True, bounds=(0.0, math.inf))
         same = frame[(frame[GROUP] == pd.Series(dict(zip(GROUP, setting, strict=True)))).all(axis=1)]
         row |= _vs_maxpool(g, same[same.strategy == BASELINE]) if strategy != BASELINE else {}
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _with_ci(name: str, values: Sequence[float], mean: float, std: float, low: float, high: float) -> dict:
-    note = f"n < {MIN_CI_RUNS}" if len(values) < MIN_CI_RUNS else ""
-    if note:
-        low = high = math.nan
-    return {
-        f"{name}_mean": mean,
-        f"{name}_std": std,
-        f"{name}_ci95_low": low,
-        f"{name}_ci95_high": high,
-        f"{name}_ci95_note": note,
-    }
 
 
 def _vs_maxpool(strategy: pd.DataFrame, maxpool: pd.DataFrame) -> dict[str, Any]:
@@ -211,7 +197,7 @@ def _vs_maxpool(strategy: pd.DataFrame, maxpool: pd.DataFrame) -> dict[str, Any]
     ]
     if not pairs:
         return {"vs_maxpool_n": 0, "vs_maxpool_ci95_note": "no maxpool in its runs"}
-    out = _with_ci("vs_maxpool", pairs, *mean_std_ci(pairs))
+    out = spread(pd.Series(pairs), "vs_maxpool", ci=True, bounds=(-math.inf, math.inf))
     out = {k: math.expm1(v) if k in ("vs_maxpool_mean", "vs_maxpool_ci95_low", "vs_maxpool_ci95_high") else v
            for k, v in out.items()}  # fmt: skip
     out.pop("vs_maxpool_std")  # of the log ratios: not a figure of the table

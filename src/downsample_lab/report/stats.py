@@ -244,14 +244,17 @@ def unsupported_ci(n_runs: int, low: float, high: float, bounds: tuple[float, fl
     return ""
 
 
-def _spread(values: pd.Series, name: str, ci: bool = False, n: bool = False) -> dict[str, Any]:
+def spread(
+    values: pd.Series, name: str, ci: bool = False, n: bool = False, bounds: tuple[float, float] = (0.0, 1.0)
+) -> dict[str, Any]:
     """``<name>_mean``, ``<name>_std`` and, if asked, the 95% CI (with ``<name>_ci95_note``: why it is not shown,
-    the interval then NaN) and the count, over the logged values."""
+    the interval then NaN; ``bounds``: the values the quantity can take, as :func:`unsupported_ci`) and the count,
+    over the logged values."""
     logged = values.dropna().tolist()
     mean, std, low, high = mean_std_ci(logged)
     out: dict[str, Any] = {f"{name}_mean": mean, f"{name}_std": std}
     if ci:
-        note = unsupported_ci(len(logged), low, high) if logged else ""
+        note = unsupported_ci(len(logged), low, high, bounds) if logged else ""
         if note:
             low = high = math.nan
         out |= {f"{name}_ci95_low": low, f"{name}_ci95_high": high, f"{name}_ci95_note": note}
@@ -294,15 +297,15 @@ def summarize(arms: Sequence[Arm]) -> pd.DataFrame:
                 **{k: value_text(v) for k, v in arm.values.items()},
                 "n": len(runs),
                 "seeds": " ".join(runs["seed"]),
-                **_spread(runs["test_acc"], "test_acc", ci=True),
-                **_spread(runs["val_acc_best"], "val_acc_best"),
-                **_spread(runs["consistency"], "consistency", n=True),
-                **_spread(runs["test_acc_tta"], "test_acc_tta", ci=True, n=True),
+                **spread(runs["test_acc"], "test_acc", ci=True),
+                **spread(runs["val_acc_best"], "val_acc_best"),
+                **spread(runs["consistency"], "consistency", n=True),
+                **spread(runs["test_acc_tta"], "test_acc_tta", ci=True, n=True),
                 **versus_baseline(arm, "test_acc_tta", "welch_p_tta"),
                 "params": float(np.mean(params)) if params else math.nan,
                 "params_spread": (max(params) - min(params)) if params else math.nan,
                 "flops_per_image": float(np.mean(flops)) if flops else math.nan,
-                **_spread(runs["images_per_sec"], "images_per_sec"),
+                **spread(runs["images_per_sec"], "images_per_sec"),
                 "baseline": arm.baseline.label if arm.baseline else "",
                 **versus_baseline(arm, "test_acc", "welch_p"),
                 "paper_test_error_pct": PAPER_TABLE3_TEST_ERROR.get(name, math.nan),
