@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         + " training runs"
         + (f"; {n_refused} stopped at start-up" if n_refused else "")
         + (
-            f"; {counted(len(rep.skipped), 'run')} of other tools (eval, bench) not compared"
+            f"; {counted(len(rep.skipped), 'run')} of other tools (eval, bench) not compared as arms"
             if rep.skipped
             else ""
         )

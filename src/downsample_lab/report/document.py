@@ -275,8 +275,10 @@ def _bench_section(rep: Report) -> list[str]:
             f"{counted(rep.bench_count, 'run')} of `python -m downsample_lab.bench`"
             + (f" ({'; '.join(shared)})" if shared else "")
             + f", from their `bench.json`. Per setting and strategy: the mean ± std over the runs of each path's "
-            "images/s (a run's figure is the median of its timed windows), of their ratio with its 95% t interval, "
-            "and of the host CPU time per step; and the Lightning path's images/s against max-pooling's in the same "
+            "images/s (a run's figure is the median of its timed windows) and of their ratio with its 95% t "
+            "interval; the mean host µs per step (the process's CPU time over all its threads: with several torch "
+            "threads on a CPU it exceeds the step's wall time; on a GPU it is the host work the GPU waits on); and "
+            "the Lightning path's images/s against max-pooling's in the same "
             "runs (paired: each run times its strategies in one process), as exp(mean log ratio) − 1 in %, with "
             f"the t interval of the mean log ratio. No interval from fewer than {MIN_CI_RUNS} runs. "
             "All numbers in `bench.csv`.",
