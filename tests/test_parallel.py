@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from omegaconf import OmegaConf
@@ -316,3 +317,28 @@ def test_a_number_of_jobs_that_is_none_is_refused_before_anything_runs(value):
     with pytest.raises(ConfigError, match=f"hydra.launcher.n_jobs={value} is not a number of jobs"):
         prepare_argv(argv, "train", TrainConfig)
     prepare_argv([*argv[:3], "hydra.launcher.n_jobs=3", "seed=0,1"], "train", TrainConfig)  # accepted
+
+
+def test_the_last_epochs_checkpoint_counts_once_in_a_jobs_phases(monkeypatch):
+    # Lightning writes the last epoch's checkpoints after JobTimes' epoch-end hook: they are checkpoints, not also
+    # fit end (the phases then summed to more than the job's wall time, by the write's duration)
+    from downsample_lab.run import clock
+    from downsample_lab.run.clock import JobTimes, TimedCheckpointIO
+
+    now = [100.0]
+    monkeypatch.setattr(clock.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(clock, "synchronize", lambda device: None)
+    io = TimedCheckpointIO()
+    times = JobTimes(io)
+    module = SimpleNamespace(device="cpu")
+    times.mark("fit_start")
+    times.on_fit_start(None, module)
+    times.on_train_epoch_start(None, module)
+    now[0] += 3.0
+    times.on_train_epoch_end(None, module)
+    io.seconds += 0.5  # the epoch's checkpoint, written after the hook
+    now[0] += 0.7
+    times.mark("fit_end")
+    seconds = times.seconds()
+    assert seconds["checkpoints"] == 0.5 and seconds["fit_end"] == pytest.approx(0.2)
+    assert sum(seconds[p] for p in PHASES) == pytest.approx(seconds["wall"])

@@ -49,10 +49,12 @@ class JobTimes(L.Callback):
         self._val_since = 0.0  # start of the open validation pass
         self._epoch_eval = 0.0  # validation seconds inside the open epoch
         self._epoch_io = 0.0  # checkpoint seconds at the open epoch's start
+        self._io_at: dict[str, float] = {}  # checkpoint seconds at the last epoch's end and at fit_end
 
     def mark(self, event: str) -> None:
         """Note the time of ``fit_start``, ``fit_end``, ``test_start`` or ``test_end`` (called by ``train``)."""
         self._marks[event] = time.perf_counter()
+        self._io_at[event] = self._io.seconds
 
     def _now(self, pl_module: L.LightningModule) -> float:
         synchronize(pl_module.device)
@@ -90,6 +92,7 @@ class JobTimes(L.Callback):
             now - self._since - self._epoch_eval - (self._io.seconds - self._epoch_io)
         )
         self._marks["last_epoch_end"] = now
+        self._io_at["last_epoch_end"] = self._io.seconds
 
     def seconds(self) -> dict[str, float]:
         """Seconds per phase so far, ``wall`` (the job's clock), ``fixed`` (wall minus training steps)."""
@@ -101,7 +104,10 @@ class JobTimes(L.Callback):
             s["start"] = m["fit_start"] - self._made
             s["fit_setup"] = m.get("fit_started", m["fit_start"]) - m["fit_start"]
         if "fit_end" in m and "last_epoch_end" in m:
-            s["fit_end"] = max(0.0, m["fit_end"] - m["last_epoch_end"])
+            # less the last epoch's checkpoints: Lightning writes them after this callback's epoch-end hook, and
+            # they count as checkpoints
+            io = self._io_at["fit_end"] - self._io_at["last_epoch_end"]
+            s["fit_end"] = max(0.0, m["fit_end"] - m["last_epoch_end"] - io)
         if "test_end" in m:
             s["test"] = m["test_end"] - m["test_start"]
         wall = now - self._t0
