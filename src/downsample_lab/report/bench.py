@@ -90,9 +90,10 @@ def _record_path(run: Run) -> Path:
     return Path(str(_dict(hydra.get("runtime")).get("cwd") or run.path)) / out
 
 
-def read_bench(run: Run) -> BenchRecord | str:
-    """The run's record, or why there is none (missing, unreadable, no results)."""
-    path = _record_path(run)
+def read_bench(run: Run, path: Path | None = None) -> BenchRecord | str:
+    """The run's record (from ``path``, default :func:`_record_path`), or why there is none (missing, unreadable,
+    no results)."""
+    path = path or _record_path(run)
     try:
         record = json.loads(path.read_text())
     except OSError:
@@ -133,7 +134,7 @@ def read_bench_runs(runs: Sequence[Run]) -> tuple[list[BenchRecord], list[tuple[
                 (run.path, f"its bench.out, {path}, is {seen[path].name}'s record too (overwritten)")
             )
             continue
-        record = read_bench(run)
+        record = read_bench(run, path)
         if isinstance(record, str):
             left_out.append((run.path, record))
         else:
