@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from downsample_lab.config import EvalConfig, plain, typed, validate
+from downsample_lab.data.config import CIFAR10_CLASSES
 from downsample_lab.errors import ConfigError
 from downsample_lab.models.config import ModelConfig
 from downsample_lab.optim.config import OptimConfig
@@ -82,3 +83,35 @@ def test_a_checkpoints_saved_groups_become_typed_objects_or_name_the_key():
         typed(OptimConfig, old, "optim")
     with pytest.raises(ConfigError, match=r"^model\.downsample='cnv' is not valid; .*did you mean conv\?$"):
         typed(ModelConfig, {**plain(cfg.model), "downsample": "cnv"}, "model")
+
+
+def _class_folders(root, split, classes=CIFAR10_CLASSES):
+    for name in classes:
+        (root / split / name).mkdir(parents=True)
+
+
+def test_a_folder_root_without_its_splits_is_refused_before_any_data_is_read(tmp_path):
+    # Checked with the config (a sweep's every job used to start torch and Lightning first, ~7 s, to find it).
+    folder = ["data.source=folder", f"data.root={tmp_path}"]
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/test does not exist; data.source=folder expects"):
+        validate(compose_config("train", folder))
+    _class_folders(tmp_path, "test")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/train does not exist"):
+        validate(compose_config("train", folder))
+    validate(compose_config("eval", [*folder, "ckpt_path=x.ckpt"]), EvalConfig)  # eval reads test/ only
+    _class_folders(tmp_path, "train", [c for c in CIFAR10_CLASSES if c != "frog"])
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/train lacks the class folder\(s\) frog; CIFAR-10"):
+        validate(compose_config("train", folder))
+    (tmp_path / "train" / "frog").mkdir()
+    validate(compose_config("train", folder))
+
+
+def test_torchvision_data_without_download_names_the_key_to_set(tmp_path):
+    overrides = [f"data.root={tmp_path}", "data.download=false"]
+    with pytest.raises(
+        ConfigError, match=r"holds no cifar-10-batches-py and data.download=false; set data.download=true"
+    ):
+        validate(compose_config("train", overrides))
+    validate(compose_config("train", [f"data.root={tmp_path}"]))  # download=true: fetched when the run starts
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    validate(compose_config("train", overrides))  # its files are checked (checksums) when the data loads

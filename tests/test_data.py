@@ -212,3 +212,13 @@ def test_evaluation_batches_cover_the_set_once_over_processes():
         b[1] for r in range(3) for b in TensorBatches(images, labels, 16, shuffle=False, rank=r, world_size=3)
     ]
     assert sorted(torch.cat(seen).tolist()) == list(range(n))
+
+
+def test_torchvision_files_that_fail_their_checksum_without_download_say_what_to_do(tmp_path):
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"truncated")
+    with pytest.raises(
+        DataError, match=r"cifar-10-batches-py is incomplete or corrupt .*set data.download=true"
+    ) as info:
+        load_split("torchvision", tmp_path, "test", cache_dir=tmp_path / "cache", download=False)
+    assert "download=True" not in str(info.value)  # torchvision's argument, not a key of ours

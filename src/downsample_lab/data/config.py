@@ -74,16 +74,58 @@ def check_data(d: DictConfig) -> None:
     check_value(0 <= d.translate <= 8, "data.translate", d.translate, "use a shift in pixels from 0 to 8")
     check_value(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
                 "use null (all training images) or a positive count")  # fmt: skip
-    if d.source == "folder" and not Path(os.path.expanduser(d.root)).is_dir():
+    root = Path(os.path.expanduser(d.root))
+    if d.source == "folder" and not root.is_dir():
         raise ConfigError(
             f"data.root={d.root!r} is not a folder; with data.source=folder it must hold train/ and test/ "
             "class folders (see docs/guide.md, 'Use a local copy of CIFAR-10')"
         )
+    if d.source == "folder":  # every tool tests (bench: validates on the test set with data.val_size=0)
+        _check_folder_split(root, "test")
+    if d.source == "torchvision" and not d.download and not (root / TORCHVISION_FOLDER).is_dir():
+        raise ConfigError(missing_torchvision_files(d.root))
+
+
+TORCHVISION_FOLDER = "cifar-10-batches-py"
+"""The folder torchvision's CIFAR10 reads under its root (``CIFAR10.base_folder``)."""
+
+
+def missing_torchvision_files(root: object) -> str:
+    """The message for a ``data.source=torchvision`` root without CIFAR-10's files and ``data.download=false``."""
+    return (
+        f"data.root={str(root)!r} holds no {TORCHVISION_FOLDER} and data.download=false; set data.download=true "
+        f"to fetch CIFAR-10 there, point data.root at the folder that holds {TORCHVISION_FOLDER}, or use "
+        "data.source=folder data.root=<folder with train/ and test/ class folders>"
+    )
+
+
+def folder_split_problem(root: Path, split: str) -> str | None:
+    """What keeps ``root/split`` from being a ``data.source=folder`` split (one class folder per CIFAR-10 class),
+    as a sentence; None when nothing does. Cheap: it lists two folders, and reads no image."""
+    split_dir = root / split
+    if not split_dir.is_dir():
+        return (
+            f"{split_dir} does not exist; data.source=folder expects data.root to hold train/ and test/ "
+            "folders with one sub-folder per CIFAR-10 class"
+        )
+    present = {p.name for p in split_dir.iterdir() if p.is_dir()}
+    missing = [c for c in CIFAR10_CLASSES if c not in present]
+    if missing:
+        return f"{split_dir} lacks the class folder(s) {', '.join(missing)}; CIFAR-10 needs all ten"
+    return None
+
+
+def _check_folder_split(root: Path, split: str) -> None:
+    problem = folder_split_problem(root, split)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def check_training_split(d: DictConfig) -> None:
     """For the tools that train (``train``, ``bench``): ``data.val_size`` leaves training images, checked here
     where the train split's size is known before any data is made (``data.source=synthetic``)."""
+    if d.source == "folder":
+        _check_folder_split(Path(os.path.expanduser(d.root)), "train")
     if d.source == "synthetic":
         check_value(d.val_size < d.synthetic_train_size, "data.val_size", d.val_size,
                     f"it leaves none of the data.synthetic_train_size={d.synthetic_train_size} training images: "

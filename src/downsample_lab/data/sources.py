@@ -30,7 +30,12 @@ from torchvision.datasets.folder import make_dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from tqdm.auto import tqdm
 
-from downsample_lab.data.config import CIFAR10_CLASSES
+from downsample_lab.data.config import (
+    CIFAR10_CLASSES,
+    TORCHVISION_FOLDER,
+    folder_split_problem,
+    missing_torchvision_files,
+)
 from downsample_lab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,14 @@ def _torchvision_source(root: Path, split: str, download: bool) -> tuple[dict, C
     try:
         dataset = CIFAR10(str(root), train=split == "train", download=download)
     except Exception as err:  # URLError, OSError, RuntimeError("Dataset not found or corrupted") ...
+        if not download:  # torchvision's own words name its download=True argument, not our key
+            folder = root / TORCHVISION_FOLDER
+            if folder.is_dir():
+                raise DataError(
+                    f"{folder} is incomplete or corrupt (torchvision's checksum check failed); delete it and set "
+                    "data.download=true to fetch CIFAR-10 again, or point data.root at a good copy"
+                ) from None
+            raise DataError(missing_torchvision_files(root)) from None
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(
             f"CIFAR-10 is not under data.root={root} and could not be downloaded ({reason}); "
@@ -82,15 +95,9 @@ def _torchvision_source(root: Path, split: str, download: bool) -> tuple[dict, C
 
 def _folder_source(root: Path, split: str) -> tuple[dict, Callable[[], Split]]:
     split_dir = root / split
-    if not split_dir.is_dir():
-        raise DataError(
-            f"{split_dir} does not exist; data.source=folder expects data.root to hold train/ and test/ "
-            "folders with one sub-folder per CIFAR-10 class"
-        )
-    present = {p.name for p in split_dir.iterdir() if p.is_dir()}
-    missing = [c for c in CIFAR10_CLASSES if c not in present]
-    if missing:
-        raise DataError(f"{split_dir} lacks the class folder(s) {', '.join(missing)}; CIFAR-10 needs all ten")
+    problem = folder_split_problem(root, split)
+    if problem is not None:
+        raise DataError(problem)
     class_to_idx = {c: i for i, c in enumerate(CIFAR10_CLASSES)}
     try:
         samples = make_dataset(str(split_dir), class_to_idx, extensions=IMAGE_EXTENSIONS)
