@@ -843,3 +843,39 @@ def test_a_folder_of_bench_runs_only_says_it_has_no_training_run(tmp_path, base_
     text = (tmp_path / "out" / "report.md").read_text()
     assert "No training run found." in text and "every run found completed" not in text
     assert "No completed run yet" not in out + text
+
+
+def test_an_arm_is_never_tested_against_a_baseline_tested_on_other_images(tmp_path, base_cfg, capsys):
+    # A conv run on a folder copy beside max-pool runs on synthetic data: the old fallback (the first max-pool
+    # arm) compared them (+17 pp in a new user's trial), visible only in report.md's baseline column.
+    write_seeds(tmp_path / "runs", base_cfg, [0.50, 0.52, 0.51], downsample="maxpool")
+    folder = {**base_cfg, "data": {**base_cfg["data"], "source": "folder"}}
+    write_seeds(tmp_path / "runs", folder, [0.70, 0.71, 0.69], downsample="conv")
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    conv = rep.results.set_index("arm").loc["model.downsample=conv, data.source=folder"]
+    assert conv.baseline == "" and math.isnan(conv.welch_p) and math.isnan(conv.welch_p_diff)
+    assert (
+        "has no baseline: no max-pool arm was tested on the same images (`data.source`)"
+        in rep.path.read_text()
+    )
+    report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out2")])
+    assert "Note: model.downsample=conv, data.source=folder has no baseline" in capsys.readouterr().out
+
+
+def test_an_arm_without_an_exact_match_is_tested_against_the_closest_max_pool_arm_and_says_so(
+    tmp_path, base_cfg
+):
+    # The fair study: each arm keeps its own tuned lr, so no max-pool arm matches the conv arm's lr.
+    def with_lr(lr: float) -> dict[str, Any]:
+        return {**base_cfg, "optim": {**base_cfg["optim"], "lr": lr}}
+
+    write_seeds(tmp_path / "runs", with_lr(0.1), [0.80, 0.81, 0.82], downsample="maxpool", kernel_size=3)
+    write_seeds(tmp_path / "runs", with_lr(0.1), [0.70, 0.71, 0.72], downsample="maxpool", kernel_size=5)
+    write_seeds(tmp_path / "runs", with_lr(0.4), [0.75, 0.74, 0.76], downsample="conv", kernel_size=5)
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    conv = rep.results.set_index("arm").loc["model.downsample=conv, model.kernel_size=5, optim.lr=0.4"]
+    assert conv.baseline == "model.downsample=maxpool, model.kernel_size=5, optim.lr=0.1"  # not the first
+    assert conv.welch_p_diff == pytest.approx(0.04)
+    text = rep.path.read_text()
+    assert "which differs from it in `optim.lr` too" in text
+    assert text.count("differs from it in") == 1  # the max-pool arms are baselines, not tested

@@ -10,7 +10,7 @@ from pathlib import Path
 from downsample_lab.console import counted
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.report.bench import bench_frame, bench_summary, read_bench_runs
-from downsample_lab.report.document import Report, nothing_to_compare, report_markdown
+from downsample_lab.report.document import Report, baseline_caveats, nothing_to_compare, report_markdown
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import (
     DEGENERATE,
@@ -180,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(nothing_to_compare(rep))
     else:
         print(plain_table(rep.table, CONSOLE_COLUMNS))
+        for line in baseline_caveats(rep.arms):
+            print("Note: " + line.replace("`", ""))
     if rep.bench_count:
         print(f"\nBenchmark runs ({counted(rep.bench_count, 'run')}; all numbers in {BENCH_CSV}):")
         print(plain_table(rep.bench_table))

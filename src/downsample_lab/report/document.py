@@ -30,7 +30,9 @@ from downsample_lab.report.stats import (
     IGNORED_KEYS,
     MIN_CI_RUNS,
     PAPER_KEY,
+    TEST_SET_KEYS,
     Arm,
+    baseline_differences,
     lost_baseline,
 )
 
@@ -147,7 +149,8 @@ def _column_notes(rep: Report) -> list[str]:
         "**p vs baseline**: the two-sided Welch's t-test of the same comparison, uncorrected; "
         f"**p Holm**: that p adjusted by the Holm–Bonferroni method (`{HOLM}`, statsmodels' `multipletests`) "
         f"over the family of every arm's test against its baseline in this report ({counted(_family(rep, 'welch_p'), 'test')}"
-        f"). {DASH} for a baseline itself and where either side has fewer than 2 runs (the interval: "
+        f"). {DASH} for a baseline itself, an arm without one (a note says why) and where either side has "
+        "fewer than 2 runs (the interval: "
         f"fewer than {MIN_CI_RUNS}, as above); the interval is not adjusted for multiplicity.",
         "- **best val acc %**: each run's final `val/acc_best` (best validation accuracy over its epochs).",
         "- **train images/s**: per run, the mean of the per-epoch `train/images_per_sec` (global "
@@ -157,6 +160,7 @@ def _column_notes(rep: Report) -> list[str]:
         "- **params**, **FLOPs/image**: `model/params` and `model/flops_per_image` (forward pass, "
         "`torch.utils.flop_counter`), mean over the arm's runs.",
     ]
+    notes += [f"- {line}" for line in baseline_caveats(rep.arms)]
     if "TTA test acc %" in rep.table:
         notes.append(
             f"- **TTA test acc %**, **TTA 95% CI**, **TTA Δ**, **TTA p vs baseline**, **TTA p Holm**: the same "
@@ -175,6 +179,28 @@ def _column_notes(rep: Report) -> list[str]:
             f"keyed by `{PAPER_KEY}`; **test error %** is ours, 100 − test acc."
         )
     return notes
+
+
+def baseline_caveats(arms: Sequence[Arm]) -> list[str]:
+    """One sentence per arm tested against a baseline that differs from it in more than the downsampling, and
+    per arm left without one because no candidate was tested on the same images (markdown; the console too)."""
+    lines = []
+    for arm in arms:
+        others = baseline_differences(arm)
+        if others:
+            assert arm.baseline is not None
+            lines.append(
+                f"`{arm.label}` is tested against `{arm.baseline.label}`, which differs from it in "
+                f"{', '.join(f'`{k}`' for k in others)} too: no max-pool arm matches it in every other setting, "
+                "so its Δ measures more than the downsampling."
+            )
+        if arm.other_images:
+            keys = ", ".join(f"`{k}`" for k in TEST_SET_KEYS if k in arm.values)
+            lines.append(
+                f"`{arm.label}` has no baseline: no max-pool arm was tested on the same images ({keys}), so it "
+                f"has no Δ or p."
+            )
+    return lines
 
 
 def _family(rep: Report, column: str) -> int:

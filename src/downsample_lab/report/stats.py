@@ -45,6 +45,7 @@ class Arm:
     values: dict[str, Any]
     runs: list[Run]
     baseline: Arm | None = None  # the arm this one is tested against; None for a baseline arm
+    other_images: bool = False  # no baseline: every candidate was tested on other images (TEST_SET_KEYS)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -116,9 +117,13 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
 
     The baseline of an arm is the max-pool arm (``model.downsample=maxpool``) that agrees with it on every
     other arm key (in a downsample × kernel-size sweep, conv k=5 is tested against maxpool k=5); failing that,
-    the first max-pool arm; when the sweep has no max-pool run, the first arm. When it has some but every one
-    collapsed (degenerate), no arm has a baseline: :func:`lost_baseline` says so. The keys that tell arms apart
-    come from the degenerate runs too, so an arm whose every run collapsed still names the others as they are.
+    the max-pool arm that agrees on the most keys (the fair study's arms each keep their own tuned lr), first
+    in arm order on a tie; when the sweep has no max-pool run, the first arm. Only an arm tested on the same
+    images (:data:`TEST_SET_KEYS`) can be a baseline: an arm with none has no baseline, and
+    :func:`baseline_differences` names what else an arm and its baseline differ in. When the sweep has max-pool
+    runs but every one collapsed (degenerate), no arm has a baseline: :func:`lost_baseline` says so. The keys
+    that tell arms apart come from the degenerate runs too, so an arm whose every run collapsed still names the
+    others as they are.
     """
     done = [r for r in runs if r.status == "completed"]
     keys = arm_keys([r for r in runs if r.status in ("completed", DEGENERATE)])
@@ -137,15 +142,29 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
     for arm in arms:
         if is_baseline(arm.values) or (not pools and arm is arms[0]):
             continue
-        if not pools:
-            arm.baseline = arms[0]
-            continue
-        others = [k for k in keys if k != BASELINE_KEY]
-        matched = [
-            p for p in pools if all(canonical(p.values[k]) == canonical(arm.values[k]) for k in others)
-        ]
-        arm.baseline = (matched or pools)[0]
+        same_images = [a for a in (pools or arms[:1]) if not _differing(arm, a, TEST_SET_KEYS)]
+        # max() keeps the first of the arms that differ in the fewest keys
+        arm.baseline = max(same_images, key=lambda a: -len(_differing(arm, a, keys)), default=None)
+        arm.other_images = arm.baseline is None
     return arms
+
+
+# Keys that choose the test images: an arm is never tested against a baseline that was tested on others.
+TEST_SET_KEYS = ("data.source", "data.synthetic_test_size")
+
+
+def _differing(arm: Arm, other: Arm, keys: Sequence[str]) -> list[str]:
+    """The ``keys`` (the baseline key aside) whose values differ between two arms, as arms see them."""
+    return [
+        k
+        for k in keys
+        if k != BASELINE_KEY and k in arm.values and canonical(arm.values[k]) != canonical(other.values[k])
+    ]
+
+
+def baseline_differences(arm: Arm) -> list[str]:
+    """The arm keys other than ``model.downsample`` in which ``arm`` and its baseline differ ([] without one)."""
+    return _differing(arm, arm.baseline, list(arm.values)) if arm.baseline else []
 
 
 def lost_baseline(runs: Sequence[Run]) -> list[Run]:
