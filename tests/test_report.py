@@ -879,3 +879,26 @@ def test_an_arm_without_an_exact_match_is_tested_against_the_closest_max_pool_ar
     text = rep.path.read_text()
     assert "which differs from it in `optim.lr` too" in text
     assert text.count("differs from it in") == 1  # the max-pool arms are baselines, not tested
+
+
+def test_matched_parameter_widths_do_not_keep_an_arm_from_its_max_pool_arm(tmp_path, base_cfg):
+    # model.match_params=true widens the pool arms: model.effective_widths differs with the downsampling itself,
+    # so it must not count as a setting the arm and its baseline differ in (it sent conv k=5 to maxpool k=3).
+    widths = {"maxpool": [6, 12], "conv": [4, 8]}
+    for downsample, k, accs in [
+        ("maxpool", 3, [0.8, 0.81]),
+        ("maxpool", 5, [0.7, 0.72]),
+        ("conv", 5, [0.75, 0.74]),
+    ]:
+        write_seeds(
+            tmp_path / "runs",
+            base_cfg,
+            accs,
+            downsample=downsample,
+            kernel_size=k,
+            effective_widths=widths[downsample],
+        )
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    conv5 = next(a for a in rep.arms if a.values["model.downsample"] == "conv")
+    assert conv5.baseline is not None and conv5.baseline.values["model.kernel_size"] == 5
+    assert "differs from it in" not in rep.path.read_text()

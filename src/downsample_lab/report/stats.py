@@ -153,12 +153,20 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
 TEST_SET_KEYS = ("data.source", "data.synthetic_test_size")
 
 
+# Arm keys that follow from the downsampling itself: what ``model.match_params=true`` built for each strategy.
+FOLLOWS_DOWNSAMPLE = {"model.effective_widths"}
+
+
 def _differing(arm: Arm, other: Arm, keys: Sequence[str]) -> list[str]:
-    """The ``keys`` (the baseline key aside) whose values differ between two arms, as arms see them."""
+    """The ``keys`` whose values differ between two arms, as arms see them; the baseline key and the keys that
+    follow from it (:data:`FOLLOWS_DOWNSAMPLE`) aside."""
     return [
         k
         for k in keys
-        if k != BASELINE_KEY and k in arm.values and canonical(arm.values[k]) != canonical(other.values[k])
+        if k != BASELINE_KEY
+        and k not in FOLLOWS_DOWNSAMPLE
+        and k in arm.values
+        and canonical(arm.values[k]) != canonical(other.values[k])
     ]
 
 
