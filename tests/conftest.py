@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -89,6 +90,13 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
 def tiny_cfg(tmp_path: Path, tiny_overrides: list[str]) -> DictConfig:
     """The real train config, composed for a tiny run whose outputs go to ``tmp_path / 'run'``."""
     return compose_config("train", tiny_overrides, run_dir=tmp_path / "run")
+
+
+def as_foreground_job() -> None:
+    """``preexec_fn`` for a command a test stops with Ctrl-C (SIGINT): SIGINT at its default, as a shell's
+    foreground job has it. A test run launched in the background of a non-interactive shell (``pytest &``, some
+    CI runners) ignores SIGINT, and its children inherit that: Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(

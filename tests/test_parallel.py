@@ -20,7 +20,7 @@ from downsample_lab.run import sweep as sweeps
 from downsample_lab.run.summary import sweep_summary
 from downsample_lab.run.times import FIXED, PHASES
 
-from .conftest import REPO, TINY
+from .conftest import REPO, TINY, as_foreground_job
 
 PARALLEL = ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"]
 
@@ -52,7 +52,7 @@ def test_a_parallel_sweep_stopped_with_ctrl_c_resumes_without_losing_or_repeatin
     # its own process group, as a terminal's foreground job: Ctrl-C reaches the sweep and its workers
     process = subprocess.Popen(
         _sweep(sweep, cache, 3, "0,1,2,3,4"), cwd=REPO, env=env, text=True, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_foreground_job,
     )  # fmt: skip
     jobs = lambda: sorted(p for p in sweep.glob("[0-9]_*") if p.is_dir())  # noqa: E731
 

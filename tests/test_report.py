@@ -565,6 +565,9 @@ def test_bench_runs_are_summed_up_per_setting_and_strategy_with_their_uncertaint
     assert "- `f`: no bench.json (the bench did not finish)" in text
     out = capsys.readouterr().out
     assert "Benchmark runs (5 runs; all numbers in bench.csv):" in out and "summed up under" in out
+    # no training run: none of the ablation's parts, empty or not
+    assert {p.name for p in (tmp_path / "sweep").glob("*.*")} == {"report.md", "bench.csv"}
+    assert "## Results" not in text and "Runs not counted" not in text and text.startswith("# Report\n")
 
 
 def test_bench_records_that_are_damaged_shared_or_from_other_machines_do_not_stop_the_report(tmp_path):
@@ -841,8 +844,9 @@ def test_a_folder_of_bench_runs_only_says_it_has_no_training_run(tmp_path, base_
         "No training run here: nothing to compare (1 run of other tools, listed below, not compared)." in out
     )
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "No training run found." in text and "every run found completed" not in text
-    assert "No completed run yet" not in out + text
+    assert "holds 1 run of other tools (listed below) and no training run: no arms to compare." in text
+    assert "every run found completed" not in text and "No completed run yet" not in out + text
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.md"]  # no empty results or plots
 
 
 def test_an_arm_is_never_tested_against_a_baseline_tested_on_other_images(tmp_path, base_cfg, capsys):

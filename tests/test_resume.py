@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from downsample_lab.errors import ConfigError, UserError
 from downsample_lab.train import train
 
-from .conftest import REPO, TINY, compose_config
+from .conftest import REPO, TINY, as_foreground_job, compose_config
 
 # 960 training images in batches of 32: 30 steps an epoch, 90 in all; last.ckpt every 7 steps, so the first
 # checkpoint (step 7) is mid-epoch and the run has 80-odd steps left when it is killed there.
@@ -200,7 +200,7 @@ def test_ctrl_c_and_sigterm_print_the_run_directory_and_how_to_go_on(tmp_path):
     early, late = tmp_path / "early", tmp_path / "late"
     # SIGTERM as soon as the run has begun: before its first checkpoint (step 7) there is nothing to continue
     terminated = subprocess.Popen(_command(early, cache), **pipes)
-    interrupted = subprocess.Popen(_command(late, cache), **pipes)
+    interrupted = subprocess.Popen(_command(late, cache), **pipes, preexec_fn=as_foreground_job)
     deadline = time.monotonic() + 300
     while not (early / "status.json").exists() and terminated.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -53,7 +53,8 @@ CONSOLE_COLUMNS = (
 
 
 def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = False) -> Report:
-    """Read every run below ``root``, write report.md, results.csv, runs.csv and the plots to ``out``.
+    """Read every run below ``root``, write report.md, results.csv, runs.csv and the plots to ``out`` (with no
+    training run below it, report.md alone, and bench.csv for bench runs).
 
     A completed run whose model collapsed (:func:`~downsample_lab.report.read.degenerate_reason`) is left out
     of the statistics with the reason (status ``degenerate``); ``keep_degenerate`` counts it, without its shift
@@ -107,10 +108,11 @@ def build_report(root: Path, out: Path | None = None, keep_degenerate: bool = Fa
     )
 
     out.mkdir(parents=True, exist_ok=True)
-    results.to_csv(out / "results.csv", index=False)
-    runs_table(runs, root, labels).to_csv(out / "runs.csv", index=False)
-    plot_val_curves(arms, out / "val_acc.png")
-    plot_acc_vs_throughput(results, out / "acc_vs_throughput.png", warmup_excluded(arms))
+    if runs:  # the ablation's files; a directory of bench or eval runs only gets report.md (and bench.csv)
+        results.to_csv(out / "results.csv", index=False)
+        runs_table(runs, root, labels).to_csv(out / "runs.csv", index=False)
+        plot_val_curves(arms, out / "val_acc.png")
+        plot_acc_vs_throughput(results, out / "acc_vs_throughput.png", warmup_excluded(arms))
     if not bench.empty:
         bench.to_csv(out / BENCH_CSV, index=False)
     if not shift.empty:

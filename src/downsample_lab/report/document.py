@@ -64,7 +64,11 @@ class Report:
 
 
 def report_markdown(rep: Report) -> str:
-    """The whole of ``report.md``."""
+    """The whole of ``report.md``; without a training run, only the runs of other tools (e.g. a bench sweep)."""
+    if not rep.runs:
+        found = f"`{rep.root}` holds {counted(len(rep.skipped), 'run')} of other tools (listed below) and no training run"
+        lines = ["# Report", "", f"{found}: no arms to compare.", *_bench_section(rep)]
+        return "\n".join([*lines, *_other_tools(rep)]).rstrip() + "\n"
     lines = [*_summary(rep), "", "## Results", ""]
     lines += _results(rep) if not rep.table.empty else [nothing_to_compare(rep), ""]
     lines += ["", "## Runs not counted", "", *_not_counted(rep)]
