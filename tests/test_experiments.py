@@ -155,8 +155,8 @@ def test_unknown_mode_of_the_reproduce_script():
 
 
 def _study(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    """The fair_cpu study, narrowed on the command line to two arms, two lrs and two final seeds of a tiny net."""
-    env = {**os.environ, "PYTHON": sys.executable, "STUDY_DIR": str(tmp_path / "study"), "FINAL_SEEDS": "0,1"}
+    """The fair_cpu study, narrowed on the command line to two arms, two lrs and one final seed of a tiny net."""
+    env = {**os.environ, "PYTHON": sys.executable, "STUDY_DIR": str(tmp_path / "study"), "FINAL_SEEDS": "7"}
     tiny = [*TINY, "model.widths=[4,8,8]", f"data.cache_dir={tmp_path / 'cache'}", "eval.shift_images=20",
             "data.synthetic_train_size=5400"]  # fmt: skip
     # model=fast (no blocks), the study's batch and its validation split (5,000 in tuning, 0 in the final runs);
@@ -208,13 +208,13 @@ def test_the_fair_study_tunes_selects_trains_fresh_seeds_and_reports_then_resume
         keys = [part.split("-", 1)[0] for part in job.name.split("_")[1:]]
         assert len(keys) == len(set(keys)) == 3, job.name  # downsample, lr, seed
     finals = sorted(p.relative_to(study / "final") for p in (study / "final").glob("*/*") if p.is_dir())
-    assert [str(p.parent) for p in finals] == ["maxpool", "maxpool", "stride", "stride"]  # one sweep per arm
+    assert [str(p.parent) for p in finals] == ["maxpool", "stride"]  # one sweep per arm
     # the final runs are the chosen setting on the fresh seeds, all 50,000-style full training (val_size 0)
     chosen = (study / "final_commands.txt").read_text().splitlines()
-    assert len(chosen) == 2 and all("seed=0,1" in c and "experiment=fair_cpu " in c for c in chosen)
+    assert len(chosen) == 2 and all("seed=7" in c and "experiment=fair_cpu " in c for c in chosen)
     for job in (p for p in (study / "final").glob("*/*") if p.is_dir()):
         cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
-        assert cfg.data.val_size == 0 and cfg.seed in (0, 1) and cfg.eval.tta_level == 2
+        assert cfg.data.val_size == 0 and cfg.seed == 7 and cfg.eval.tta_level == 2
     selection_md = (study / "selection.md").read_text()
     assert "--weights final" in selection_md and "p Holm" in selection_md
     record = json.loads((study / "study.json").read_text())
