@@ -27,8 +27,14 @@
 # Overrides must not contain spaces.
 set -uo pipefail
 
-mode="${1:-quick}"
-[ $# -gt 0 ] && shift
+usage() { sed -n '2,/^set -uo pipefail$/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+modes="quick, full, allcnn, allcnn_quick, fast, fast_cpu, fair_cpu or fair"
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  "") echo "error: give a mode first: $modes (--help says what each runs)" >&2; exit 2 ;;
+esac
+mode=$1
+shift
 case "$mode" in
   quick) experiment=ablation_quick ;;
   full) experiment=ablation ;;
@@ -38,7 +44,7 @@ case "$mode" in
   fast_cpu) experiment=ablation_fast_cpu ;;
   fair_cpu) experiment=fair_cpu; seeds="${FINAL_SEEDS:-0,1,2,3,4}" ;;
   fair) experiment=fair; seeds="${FINAL_SEEDS:-0,1,2,3,4,5,6,7,8,9}" ;;
-  *) echo "error: unknown mode '$mode'; use quick, full, allcnn, allcnn_quick, fast, fast_cpu, fair_cpu or fair" >&2; exit 2 ;;
+  *) echo "error: unknown mode '$mode'; use $modes (--help says what each runs)" >&2; exit 2 ;;
 esac
 
 python="${PYTHON:-python}"

@@ -154,6 +154,19 @@ def test_unknown_mode_of_the_reproduce_script():
     assert result.returncode == 2 and "unknown mode 'huge'" in result.stderr
 
 
+def test_the_reproduce_script_explains_itself_and_starts_nothing_without_a_mode():
+    script = ["bash", "scripts/reproduce_ablation.sh"]
+    usage = subprocess.run([*script, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert usage.returncode == 0 and usage.stdout.startswith("Reproduce the downsampling ablation")
+    assert (
+        "scripts/reproduce_ablation.sh fair_cpu [overrides]" in usage.stdout and "#" not in usage.stdout[:80]
+    )
+    bare = subprocess.run(
+        script, cwd=REPO, capture_output=True, text=True
+    )  # it used to start the quick study
+    assert bare.returncode == 2 and bare.stderr.startswith("error: give a mode first: quick, full")
+
+
 def _study(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     """The fair_cpu study, narrowed on the command line to two arms, two lrs and one final seed of a tiny net."""
     env = {**os.environ, "PYTHON": sys.executable, "STUDY_DIR": str(tmp_path / "study"), "FINAL_SEEDS": "7"}
