@@ -338,7 +338,8 @@ def test_consistency_and_paper_columns_appear_when_logged(tmp_path, base_cfg):
         table.loc["model.name=all_cnn_c", "shift consistency %"]
         == f"81.00 ± {np.std([0.8, 0.82], ddof=1) * 100:.2f}"
     )
-    # no maxpool arm: the first arm is the baseline
+    # no maxpool arm: the first arm is the baseline, by design, not for want of a matching max-pool arm
+    assert "differs from it in" not in rep.path.read_text()
     expected = stats.ttest_ind(values["strided_cnn_c"], values["all_cnn_c"], equal_var=False).pvalue
     assert rep.results.set_index("arm").loc["model.name=strided_cnn_c", "welch_p"] == pytest.approx(
         expected, rel=1e-3

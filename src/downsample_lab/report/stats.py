@@ -171,8 +171,11 @@ def _differing(arm: Arm, other: Arm, keys: Sequence[str]) -> list[str]:
 
 
 def baseline_differences(arm: Arm) -> list[str]:
-    """The arm keys other than ``model.downsample`` in which ``arm`` and its baseline differ ([] without one)."""
-    return _differing(arm, arm.baseline, list(arm.values)) if arm.baseline else []
+    """The arm keys other than ``model.downsample`` in which ``arm`` and its max-pool baseline differ ([] without
+    one; and in a sweep with no max-pool arm, whose arms are all tested against the first by design)."""
+    if arm.baseline is None or not is_baseline(arm.baseline.values):
+        return []
+    return _differing(arm, arm.baseline, list(arm.values))
 
 
 def lost_baseline(runs: Sequence[Run]) -> list[Run]:
