@@ -4,7 +4,7 @@
 #   scripts/reproduce_ablation.sh quick  [overrides]   # experiment=ablation_quick: 9 arms x 3 seeds, ~45 min on 2 CPU cores
 #   scripts/reproduce_ablation.sh full   [overrides]   # experiment=ablation: 9 arms x 5 seeds, one GPU
 #   scripts/reproduce_ablation.sh allcnn [overrides]   # experiment=allcnn: Springenberg et al. Table 3, one GPU, hours
-#   scripts/reproduce_ablation.sh allcnn_quick [overrides]
+#   scripts/reproduce_ablation.sh allcnn_quick [overrides]  # experiment=allcnn_quick: its CPU-sized smoke version
 #   scripts/reproduce_ablation.sh fast     [overrides]   # experiment=ablation_fast: airbench-class, 9 arms x 10 seeds, one GPU
 #   scripts/reproduce_ablation.sh fast_cpu [overrides]   # experiment=ablation_fast_cpu: half width, 9 arms x 3 seeds, 2 CPU cores
 #   scripts/reproduce_ablation.sh fair_cpu [overrides]   # the fair study on 2 CPU cores: tune, select, 5 fresh seeds, report

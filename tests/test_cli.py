@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,16 @@ def test_every_job_of_a_sweep_is_validated_before_the_first_starts(overrides, me
     with pytest.raises(ConfigError, match=message) as info:
         run_argv.check_multirun(["prog", "-m", *overrides], "train", TrainConfig)
     assert "\n" not in str(info.value)
+
+
+def test_a_sweep_checks_its_data_files_where_its_jobs_run(tmp_path):
+    folder = ["data.source=folder", f"data.root={tmp_path}", "seed=0,1"]
+    with pytest.raises(
+        ConfigError, match=rf"^job 0 of the sweep \(seed=0\): {re.escape(str(tmp_path))}/train does"
+    ):
+        run_argv.check_multirun(["prog", "-m", *folder], "train", TrainConfig)
+    # on SLURM's nodes, not here (the data may be mounted there only): each job checks them as it starts
+    assert run_argv.check_multirun(["prog", "-m", *folder, "hydra/launcher=slurm"], "train", TrainConfig) == 2
 
 
 def test_a_valid_sweep_checks_each_job_and_a_single_run_is_left_to_itself():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from downsample_lab.config import EvalConfig, plain, typed, validate
-from downsample_lab.data.config import CIFAR10_CLASSES
+from downsample_lab.data.config import CIFAR10_CLASSES, check_data_files
 from downsample_lab.errors import ConfigError
 from downsample_lab.models.config import ModelConfig
 from downsample_lab.optim.config import OptimConfig
@@ -28,7 +30,6 @@ BAD_OVERRIDES = [
     (["+model.depth=3"], r"model.depth is not a config key; the model group has: name, widths, dropout"),
     (["trainer.accelerator=GPU"], r"trainer.accelerator='GPU' is not valid; choose one of auto, cpu, gpu, cuda, mps; did you mean gpu\?"),
     (["data.source=imagenet"], r"data.source='imagenet' is not valid; choose one of torchvision, folder, synthetic"),
-    (["data.source=folder", "data.root=/nonexistent/cifar"], r"data.root='/nonexistent/cifar' is not a folder"),
     (["data.batch_size=-8"], r"data.batch_size=-8 is not valid; use a positive number"),
     (["data.train_subset=0"], r"data.train_subset=0 is not valid"),
     (["data.source=synthetic", "data.synthetic_train_size=2000"], r"data.val_size=5000 is not valid; it leaves none of the data.synthetic_train_size=2000 training images: lower data.val_size"),
@@ -90,28 +91,44 @@ def _class_folders(root, split, classes=CIFAR10_CLASSES):
         (root / split / name).mkdir(parents=True)
 
 
-def test_a_folder_root_without_its_splits_is_refused_before_any_data_is_read(tmp_path):
-    # Checked with the config (a sweep's every job used to start torch and Lightning first, ~7 s, to find it).
-    folder = ["data.source=folder", f"data.root={tmp_path}"]
-    with pytest.raises(ConfigError, match=rf"^{tmp_path}/test does not exist; data.source=folder expects"):
-        validate(compose_config("train", folder))
-    _class_folders(tmp_path, "test")
-    with pytest.raises(ConfigError, match=rf"^{tmp_path}/train does not exist"):
-        validate(compose_config("train", folder))
-    validate(compose_config("eval", [*folder, "ckpt_path=x.ckpt"]), EvalConfig)  # eval reads test/ only
+def _data(*overrides):
+    return validate(compose_config("train", list(overrides))).data
+
+
+def test_a_folder_root_that_cannot_serve_the_run_is_named_before_any_image_is_read(tmp_path):
+    root = re.escape(str(tmp_path))
+    with pytest.raises(
+        ConfigError, match=r"^data.root='/nonexistent/cifar' is not a folder; with data.source"
+    ):
+        check_data_files(_data("data.source=folder", "data.root=/nonexistent/cifar"))
+    data = _data("data.source=folder", f"data.root={tmp_path}")
+    with pytest.raises(ConfigError, match=rf"^{root}/train does not exist; data.source=folder expects"):
+        check_data_files(data)
     _class_folders(tmp_path, "train", [c for c in CIFAR10_CLASSES if c != "frog"])
-    with pytest.raises(ConfigError, match=rf"^{tmp_path}/train lacks the class folder\(s\) frog; CIFAR-10"):
-        validate(compose_config("train", folder))
+    with pytest.raises(ConfigError, match=rf"^{root}/train lacks the class folder\(s\) frog; CIFAR-10 needs"):
+        check_data_files(data)
     (tmp_path / "train" / "frog").mkdir()
-    validate(compose_config("train", folder))
+    with pytest.raises(ConfigError, match=rf"^{root}/test does not exist"):  # the data module loads both
+        check_data_files(data)
+    _class_folders(tmp_path, "test")
+    check_data_files(data)
 
 
 def test_torchvision_data_without_download_names_the_key_to_set(tmp_path):
-    overrides = [f"data.root={tmp_path}", "data.download=false"]
+    data = _data(f"data.root={tmp_path}", "data.download=false")
     with pytest.raises(
-        ConfigError, match=r"holds no cifar-10-batches-py and data.download=false; set data.download=true"
+        ConfigError, match=r"holds no cifar-10-batches-py and data.download=false; set data.down"
     ):
-        validate(compose_config("train", overrides))
-    validate(compose_config("train", [f"data.root={tmp_path}"]))  # download=true: fetched when the run starts
+        check_data_files(data)
+    check_data_files(_data(f"data.root={tmp_path}"))  # download=true: fetched when the run starts
     (tmp_path / "cifar-10-batches-py").mkdir()
-    validate(compose_config("train", overrides))  # its files are checked (checksums) when the data loads
+    check_data_files(data)  # its files are checked (checksums) when the data loads
+
+
+def test_the_data_files_are_no_rule_of_the_config(tmp_path):
+    # eval's data keys are its checkpoint's (read later), and a sweep submitted to SLURM runs on other machines
+    validate(
+        compose_config("eval", ["ckpt_path=x.ckpt", "data.download=false", f"data.root={tmp_path}"]),
+        EvalConfig,
+    )
+    validate(compose_config("train", ["data.source=folder", f"data.root={tmp_path}"]))

@@ -218,7 +218,8 @@ def test_torchvision_files_that_fail_their_checksum_without_download_say_what_to
     (tmp_path / "cifar-10-batches-py").mkdir()
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"truncated")
     with pytest.raises(
-        DataError, match=r"cifar-10-batches-py is incomplete or corrupt .*set data.download=true"
+        DataError,
+        match=r"cifar-10-batches-py cannot be read \(torchvision.s checksum check failed\); delete it and set data.download=true",
     ) as info:
         load_split("torchvision", tmp_path, "test", cache_dir=tmp_path / "cache", download=False)
     assert "download=True" not in str(info.value)  # torchvision's argument, not a key of ours

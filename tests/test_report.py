@@ -860,7 +860,7 @@ def test_an_arm_is_never_tested_against_a_baseline_tested_on_other_images(tmp_pa
     conv = rep.results.set_index("arm").loc["model.downsample=conv, data.source=folder"]
     assert conv.baseline == "" and math.isnan(conv.welch_p) and math.isnan(conv.welch_p_diff)
     assert (
-        "has no baseline: no max-pool arm was tested on the same images (`data.source`)"
+        "has no baseline: no counted max-pool arm was tested on images from the same source (`data.source`)"
         in rep.path.read_text()
     )
     report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out2")])
@@ -907,3 +907,21 @@ def test_matched_parameter_widths_do_not_keep_an_arm_from_its_max_pool_arm(tmp_p
     conv5 = next(a for a in rep.arms if a.values["model.downsample"] == "conv")
     assert conv5.baseline is not None and conv5.baseline.values["model.kernel_size"] == 5
     assert "differs from it in" not in rep.path.read_text()
+
+
+def test_without_a_max_pool_arm_an_arm_is_tested_against_the_first_arm_on_its_images(tmp_path, base_cfg):
+    # the All-CNN family has no max-pool arm: each arm against the first; never across data sources
+    folder = {**base_cfg, "data": {**base_cfg["data"], "source": "folder"}}
+    for cfg, name, accs in [
+        (base_cfg, "model_c", [0.80, 0.81]),
+        (folder, "all_cnn_c", [0.70, 0.72]),
+        (folder, "strided_cnn_c", [0.75, 0.74]),
+    ]:
+        write_seeds(tmp_path / "runs", cfg, accs, downsample="conv", name=name)
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    baselines = {
+        a.values["model.name"]: a.baseline.values["model.name"] if a.baseline else None for a in rep.arms
+    }
+    assert baselines == {"model_c": None, "all_cnn_c": None, "strided_cnn_c": "all_cnn_c"}
+    text = rep.path.read_text()
+    assert "no counted arm before it was tested on images from the same source (`data.source`)" in text

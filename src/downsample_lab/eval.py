@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from downsample_lab.config import EvalConfig, config_dir, validate
 from downsample_lab.console import quiet_libraries
-from downsample_lab.data.config import DataConfig
+from downsample_lab.data.config import DataConfig, check_data_files
 from downsample_lab.device import check_accelerator
 from downsample_lab.errors import UserError
 from downsample_lab.run import argv, resolvers
@@ -94,6 +94,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     quiet_libraries()  # again: importing Lightning just now set its loggers back to INFO
     model, saved = load_checkpoint(cfg.ckpt_path)
     cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)  # the data keys the checkpoint's run had
+    check_data_files(cfg.data)
     model.max_shift, model.shift_images = cfg.eval.max_shift, cfg.eval.shift_images
     L.seed_everything(cfg.seed, workers=True)
     data: DataConfig = OmegaConf.to_object(cfg.data)

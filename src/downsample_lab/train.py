@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.config import TrainConfig, config_dir, validate
 from downsample_lab.console import quiet_libraries
+from downsample_lab.data.config import check_data_files
 from downsample_lab.device import check_accelerator
 from downsample_lab.run import argv, resolvers
 from downsample_lab.run.ddp import distributed_job, use_hydra_job_command
@@ -49,6 +50,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     each once, before ``status.json`` is touched (a refused resume leaves the run's records as they were)."""
     cfg = validate(cfg)
     check_accelerator(cfg.trainer)
+    check_data_files(cfg.data)
     check_launcher(cfg.trainer)
     out = run_dir()
     return Prepared(cfg, out, resume_point(cfg, out))

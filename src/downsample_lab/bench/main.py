@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from downsample_lab.config import BenchConfig, config_dir, plain, validate
 from downsample_lab.console import counted, quiet_libraries
+from downsample_lab.data.config import check_data_files
 from downsample_lab.device import check_accelerator, cuda_device_count, resolve_precision, uses_cuda
 from downsample_lab.errors import ConfigError
 from downsample_lab.run import argv, resolvers
@@ -77,6 +78,7 @@ def validate_bench(cfg: DictConfig) -> DictConfig:
     cfg = validate(cfg, BenchConfig)
     t = cfg.trainer
     check_accelerator(t)
+    check_data_files(cfg.data)
     if cfg.model.name != "cnn":
         raise ConfigError(
             f"model.name={cfg.model.name} is not valid for the bench; bench.strategies are model.downsample "

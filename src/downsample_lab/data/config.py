@@ -74,16 +74,6 @@ def check_data(d: DictConfig) -> None:
     check_value(0 <= d.translate <= 8, "data.translate", d.translate, "use a shift in pixels from 0 to 8")
     check_value(d.train_subset is None or d.train_subset > 0, "data.train_subset", d.train_subset,
                 "use null (all training images) or a positive count")  # fmt: skip
-    root = Path(os.path.expanduser(d.root))
-    if d.source == "folder" and not root.is_dir():
-        raise ConfigError(
-            f"data.root={d.root!r} is not a folder; with data.source=folder it must hold train/ and test/ "
-            "class folders (see docs/guide.md, 'Use a local copy of CIFAR-10')"
-        )
-    if d.source == "folder":  # every tool tests (bench: validates on the test set with data.val_size=0)
-        _check_folder_split(root, "test")
-    if d.source == "torchvision" and not d.download and not (root / TORCHVISION_FOLDER).is_dir():
-        raise ConfigError(missing_torchvision_files(d.root))
 
 
 TORCHVISION_FOLDER = "cifar-10-batches-py"
@@ -115,18 +105,33 @@ def folder_split_problem(root: Path, split: str) -> str | None:
     return None
 
 
-def _check_folder_split(root: Path, split: str) -> None:
-    problem = folder_split_problem(root, split)
-    if problem is not None:
-        raise ConfigError(problem)
-
-
 def check_training_split(d: DictConfig) -> None:
     """For the tools that train (``train``, ``bench``): ``data.val_size`` leaves training images, checked here
     where the train split's size is known before any data is made (``data.source=synthetic``)."""
-    if d.source == "folder":
-        _check_folder_split(Path(os.path.expanduser(d.root)), "train")
     if d.source == "synthetic":
         check_value(d.val_size < d.synthetic_train_size, "data.val_size", d.val_size,
                     f"it leaves none of the data.synthetic_train_size={d.synthetic_train_size} training images: "
                     "lower data.val_size (0 validates on the test set) or raise data.synthetic_train_size")  # fmt: skip
+
+
+def check_data_files(d: DictConfig) -> None:
+    """That the data ``d`` names is there, as the data module loads it (both splits, for every tool); raise
+    ConfigError. Cheap: it lists a few folders and reads no image, so a run is refused before its imports.
+
+    Not a rule of :func:`~downsample_lab.config.validate`: the files are those of the machine that runs the job
+    (a sweep submitted to SLURM checks them on its nodes), and eval's data keys are its checkpoint's, known once it
+    is read. Called where :func:`~downsample_lab.device.check_accelerator` is.
+    """
+    root = Path(os.path.expanduser(d.root))
+    if d.source == "folder":
+        if not root.is_dir():
+            raise ConfigError(
+                f"data.root={d.root!r} is not a folder; with data.source=folder it must hold train/ and test/ "
+                "class folders (see docs/guide.md, 'Use a local copy of CIFAR-10')"
+            )
+        for split in ("train", "test"):
+            problem = folder_split_problem(root, split)
+            if problem is not None:
+                raise ConfigError(problem)
+    if d.source == "torchvision" and not d.download and not (root / TORCHVISION_FOLDER).is_dir():
+        raise ConfigError(missing_torchvision_files(d.root))

@@ -68,15 +68,17 @@ def _torchvision_source(root: Path, split: str, download: bool) -> tuple[dict, C
     try:
         dataset = CIFAR10(str(root), train=split == "train", download=download)
     except Exception as err:  # URLError, OSError, RuntimeError("Dataset not found or corrupted") ...
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         if not download:  # torchvision's own words name its download=True argument, not our key
             folder = root / TORCHVISION_FOLDER
-            if folder.is_dir():
-                raise DataError(
-                    f"{folder} is incomplete or corrupt (torchvision's checksum check failed); delete it and set "
-                    "data.download=true to fetch CIFAR-10 again, or point data.root at a good copy"
-                ) from None
-            raise DataError(missing_torchvision_files(root)) from None
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if not folder.is_dir():
+                raise DataError(missing_torchvision_files(root)) from None
+            if isinstance(err, RuntimeError) and "not found or corrupted" in str(err):
+                reason = "torchvision's checksum check failed"
+            raise DataError(
+                f"{folder} cannot be read ({reason}); delete it and set data.download=true to fetch CIFAR-10 "
+                "again, or point data.root at a good copy"
+            ) from None
         raise DataError(
             f"CIFAR-10 is not under data.root={root} and could not be downloaded ({reason}); "
             "point data.root at the folder that holds cifar-10-batches-py, "

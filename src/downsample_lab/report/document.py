@@ -30,9 +30,9 @@ from downsample_lab.report.stats import (
     IGNORED_KEYS,
     MIN_CI_RUNS,
     PAPER_KEY,
-    TEST_SET_KEYS,
     Arm,
     baseline_differences,
+    is_baseline,
     lost_baseline,
 )
 
@@ -199,10 +199,11 @@ def baseline_caveats(arms: Sequence[Arm]) -> list[str]:
                 "so its Δ measures more than the downsampling."
             )
         if arm.other_images:
-            keys = ", ".join(f"`{k}`" for k in TEST_SET_KEYS if k in arm.values)
+            keys = ", ".join(f"`{k}`" for k in arm.other_images)
+            which = "max-pool arm" if any(is_baseline(a.values) for a in arms) else "arm before it"
             lines.append(
-                f"`{arm.label}` has no baseline: no max-pool arm was tested on the same images ({keys}), so it "
-                f"has no Δ or p."
+                f"`{arm.label}` has no baseline: no counted {which} was tested on images from the same source "
+                f"({keys}), so it has no Δ or p."
             )
     return lines
 

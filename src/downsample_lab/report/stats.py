@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ class Arm:
     values: dict[str, Any]
     runs: list[Run]
     baseline: Arm | None = None  # the arm this one is tested against; None for a baseline arm
-    other_images: bool = False  # no baseline: every candidate was tested on other images (TEST_SET_KEYS)
+    # no baseline, because every candidate was tested on images from another source: the keys that say so
+    other_images: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,44 +113,8 @@ def arm_order(values: Mapping[str, Any], keys: Sequence[str]) -> tuple:
     return (not is_baseline(values), *parts)
 
 
-def group_runs(runs: Sequence[Run]) -> list[Arm]:
-    """Group the completed ``runs`` into arms and pair each arm with its baseline.
-
-    The baseline of an arm is the max-pool arm (``model.downsample=maxpool``) that agrees with it on every
-    other arm key (in a downsample × kernel-size sweep, conv k=5 is tested against maxpool k=5); failing that,
-    the max-pool arm that agrees on the most keys (the fair study's arms each keep their own tuned lr), first
-    in arm order on a tie; when the sweep has no max-pool run, the first arm. Only an arm tested on the same
-    images (:data:`TEST_SET_KEYS`) can be a baseline: an arm with none has no baseline, and
-    :func:`baseline_differences` names what else an arm and its baseline differ in. When the sweep has max-pool
-    runs but every one collapsed (degenerate), no arm has a baseline: :func:`lost_baseline` says so. The keys
-    that tell arms apart come from the degenerate runs too, so an arm whose every run collapsed still names the
-    others as they are.
-    """
-    done = [r for r in runs if r.status == "completed"]
-    keys = arm_keys([r for r in runs if r.status in ("completed", DEGENERATE)])
-    groups: dict[tuple, list[Run]] = {}
-    for run in done:
-        groups.setdefault(tuple(canonical(arm_value(run.hparams, k)) for k in keys), []).append(run)
-    arms = []
-    for members in groups.values():
-        values = {k: arm_value(members[0].hparams, k) for k in keys}
-        arms.append(Arm(arm_label(members[0].hparams, keys), values, members))
-    arms.sort(key=lambda a: arm_order(a.values, keys))
-
-    pools = [a for a in arms if is_baseline(a.values)]
-    if not pools and lost_baseline(runs):
-        return arms  # nothing to test against: not another arm in its place
-    for arm in arms:
-        if is_baseline(arm.values) or (not pools and arm is arms[0]):
-            continue
-        same_images = [a for a in (pools or arms[:1]) if not _differing(arm, a, TEST_SET_KEYS)]
-        # max() keeps the first of the arms that differ in the fewest keys
-        arm.baseline = max(same_images, key=lambda a: -len(_differing(arm, a, keys)), default=None)
-        arm.other_images = arm.baseline is None
-    return arms
-
-
-# Keys that choose the test images: an arm is never tested against a baseline that was tested on others.
+# Keys that choose the data source of the test images: an arm is never tested against a baseline from another.
+# (Two copies of one source differ only in ``data.root``, which is bookkeeping: the report cannot tell them apart.)
 TEST_SET_KEYS = ("data.source", "data.synthetic_test_size")
 
 
@@ -168,6 +133,48 @@ def _differing(arm: Arm, other: Arm, keys: Sequence[str]) -> list[str]:
         and k in arm.values
         and canonical(arm.values[k]) != canonical(other.values[k])
     ]
+
+
+def group_runs(runs: Sequence[Run]) -> list[Arm]:
+    """Group the completed ``runs`` into arms and pair each arm with its baseline.
+
+    The baseline of an arm is the max-pool arm (``model.downsample=maxpool``) that agrees with it on every
+    other arm key (in a downsample × kernel-size sweep, conv k=5 is tested against maxpool k=5); failing that,
+    the max-pool arm that agrees on the most keys (the fair study's arms each keep their own tuned lr), first
+    in arm order on a tie; when the sweep has no max-pool run, the first arm. Only an arm tested on images from
+    the same source (:data:`TEST_SET_KEYS`) can be a baseline: an arm with none has no baseline (its
+    ``other_images`` names the keys), and :func:`baseline_differences` names what else an arm and its baseline
+    differ in. When the sweep has max-pool
+    runs but every one collapsed (degenerate), no arm has a baseline: :func:`lost_baseline` says so. The keys
+    that tell arms apart come from the degenerate runs too, so an arm whose every run collapsed still names the
+    others as they are.
+    """
+    done = [r for r in runs if r.status == "completed"]
+    keys = arm_keys([r for r in runs if r.status in ("completed", DEGENERATE)])
+    groups: dict[tuple, list[Run]] = {}
+    for run in done:
+        groups.setdefault(tuple(canonical(arm_value(run.hparams, k)) for k in keys), []).append(run)
+    arms = []
+    for members in groups.values():
+        values = {k: arm_value(members[0].hparams, k) for k in keys}
+        arms.append(Arm(arm_label(members[0].hparams, keys), values, members))
+    arms.sort(key=lambda a: arm_order(a.values, keys))
+
+    pools = [a for a in arms if is_baseline(a.values)]
+    if not pools and lost_baseline(runs):
+        return arms  # nothing to test against: not another arm in its place
+    for i, arm in enumerate(arms):
+        if is_baseline(arm.values):
+            continue
+        candidates = pools or arms[:i]  # no max-pool arm: an earlier arm, the first on the same images
+        same_images = [a for a in candidates if not _differing(arm, a, TEST_SET_KEYS)]
+        if not pools:
+            arm.baseline = same_images[0] if same_images else None
+        else:  # max() keeps the first of the arms that differ in the fewest keys
+            arm.baseline = max(same_images, key=lambda a: -len(_differing(arm, a, keys)), default=None)
+        if arm.baseline is None and candidates:
+            arm.other_images = sorted({k for a in candidates for k in _differing(arm, a, TEST_SET_KEYS)})
+    return arms
 
 
 def baseline_differences(arm: Arm) -> list[str]:

@@ -218,6 +218,7 @@ def check_run(argv: list[str], config_name: str, schema: type) -> bool:
     from omegaconf import open_dict
 
     from downsample_lab.config import validate
+    from downsample_lab.data.config import check_data_files
     from downsample_lab.device import check_accelerator
     from downsample_lab.run.sweep import compose_config
 
@@ -243,6 +244,8 @@ def check_run(argv: list[str], config_name: str, schema: type) -> bool:
     typed = validate(cfg, schema)
     if "trainer" in typed:
         check_accelerator(typed.trainer)
+    if "optim" in typed:  # a tool that trains; eval's data keys are its checkpoint's (eval checks them)
+        check_data_files(typed.data)
     return True
 
 

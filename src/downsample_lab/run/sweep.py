@@ -6,10 +6,11 @@ surface after every job before it had trained. :func:`check_sweep` enumerates th
 sweeper does (:func:`sweep_overrides`: the experiment's ``hydra.sweeper.params``, and the command line's values
 in their place), composes the config once per distinct choice of config groups (``model=``, ``trainer=``,
 ``experiment=``: composing is the slow part, about 0.3 s) and applies each job's values to a copy, then
-validates it as the job would (:func:`downsample_lab.config.validate` and
-:func:`~downsample_lab.device.check_accelerator`). Every combination of the swept keys is checked, except that
-each seed is checked once (no rule ties the seed to another key): 162 jobs of ``experiment=ablation_fast_tune``
-are 82 checks (the 81 settings, and the second seed once).
+validates it as the job would (:func:`downsample_lab.config.validate`; where the launcher runs the jobs on this
+machine, :func:`~downsample_lab.device.check_accelerator` and, for the tools that train,
+:func:`~downsample_lab.data.config.check_data_files`). Every combination of the swept keys is checked, except
+that each seed is checked once (no rule ties the seed to another key): 162 jobs of
+``experiment=ablation_fast_tune`` are 82 checks (the 81 settings, and the second seed once).
 """
 
 from __future__ import annotations
@@ -267,6 +268,7 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from downsample_lab.config import config_dir, validate
+    from downsample_lab.data.config import check_data_files
     from downsample_lab.device import check_accelerator
 
     parsed = OverridesParser.create().parse_overrides(list(task))
@@ -328,6 +330,10 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
                     typed = validate(cfg, schema, _values([o for o in own if not o.is_delete()]))
                     if local and "trainer" in typed:
                         check_accelerator(typed.trainer)
+                    if (
+                        local and "optim" in typed
+                    ):  # a tool that trains; eval's data keys are its checkpoint's
+                        check_data_files(typed.data)
                 except (ConfigError, OmegaConfBaseException) as err:
                     shown = " ".join(o.input_line for o in job if o.key_or_group in swept)
                     raise ConfigError(
