@@ -132,3 +132,23 @@ def test_the_data_files_are_no_rule_of_the_config(tmp_path):
         EvalConfig,
     )
     validate(compose_config("train", ["data.source=folder", f"data.root={tmp_path}"]))
+
+
+def test_an_image_folder_given_to_the_torchvision_source_asks_for_the_folder_source(tmp_path):
+    # else torchvision would download CIFAR-10 into the user's image folder (or say it cannot)
+    _class_folders(tmp_path, "train")
+    _class_folders(tmp_path, "test")
+    with pytest.raises(
+        ConfigError,
+        match=r"holds train/ and test/ folders, not torchvision's cifar-10-batches-py; add data.source=folder",
+    ):
+        check_data_files(_data(f"data.root={tmp_path}"))
+    check_data_files(_data("data.source=folder", f"data.root={tmp_path}"))
+
+
+def test_a_comma_list_without_m_says_how_to_sweep_or_give_a_list():
+    result = run_cli("train", "model.widths=8,16,32")  # refused before Hydra makes a run directory
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: model.widths=8,16,32 is a sweep (a comma list): add -m to run one job per value, or, if "
+        "model.widths takes a list, write it in quoted brackets: 'model.widths=[8,16,32]'"
+    )

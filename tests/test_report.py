@@ -565,7 +565,7 @@ def test_bench_runs_are_summed_up_per_setting_and_strategy_with_their_uncertaint
     assert "| data.batch_size=128 | maxpool | 1 | 2,000 | 3,000 | 1.500 | — (n < 3) | — |" in text
     assert "- `f`: no bench.json (the bench did not finish)" in text
     out = capsys.readouterr().out
-    assert "Benchmark runs (5 runs; all numbers in bench.csv):" in out and "summed up under" in out
+    assert "Benchmark runs (5 runs; all numbers in bench.csv):" in out and "nothing to compare" not in out
     # no training run: none of the ablation's parts, empty or not
     assert {p.name for p in (tmp_path / "sweep").glob("*.*")} == {"report.md", "bench.csv"}
     assert "## Results" not in text and "Runs not counted" not in text and text.startswith("# Report\n")
@@ -841,9 +841,8 @@ def test_a_folder_of_bench_runs_only_says_it_has_no_training_run(tmp_path, base_
     _hydra_job(bench, "bench")
     report.main([str(tmp_path / "outputs"), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
-    assert (
-        "No training run here: nothing to compare (1 run of other tools, listed below, not compared)." in out
-    )
+    assert out.splitlines()[1] == "no training runs; 1 run of other tools (eval, bench) not compared as arms"
+    assert "nothing to compare" not in out  # said once, not twice
     text = (tmp_path / "out" / "report.md").read_text()
     assert "holds 1 run of other tools (listed below) and no training run: no arms to compare." in text
     assert "every run found completed" not in text and "No completed run yet" not in out + text

@@ -133,5 +133,11 @@ def check_data_files(d: DictConfig) -> None:
             problem = folder_split_problem(root, split)
             if problem is not None:
                 raise ConfigError(problem)
-    if d.source == "torchvision" and not d.download and not (root / TORCHVISION_FOLDER).is_dir():
-        raise ConfigError(missing_torchvision_files(d.root))
+    if d.source == "torchvision" and not (root / TORCHVISION_FOLDER).is_dir():
+        if (root / "train").is_dir() and (root / "test").is_dir():  # else torchvision downloads into it
+            raise ConfigError(
+                f"data.root={d.root!r} holds train/ and test/ folders, not torchvision's {TORCHVISION_FOLDER}; "
+                "add data.source=folder to read them"
+            )
+        if not d.download:
+            raise ConfigError(missing_torchvision_files(d.root))

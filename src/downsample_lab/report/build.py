@@ -10,7 +10,7 @@ from pathlib import Path
 from downsample_lab.console import counted
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.report.bench import bench_frame, bench_summary, read_bench_runs
-from downsample_lab.report.document import Report, baseline_caveats, nothing_to_compare, report_markdown
+from downsample_lab.report.document import NOTHING_TO_COMPARE, Report, baseline_caveats, report_markdown
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import (
     DEGENERATE,
@@ -178,8 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rep.table.empty and counts[DEGENERATE]:
         print(f"All {counts[DEGENERATE]} completed runs collapsed (degenerate): nothing to compare; "
               "--keep-degenerate counts them.")  # fmt: skip
-    elif rep.table.empty:
-        print(nothing_to_compare(rep))
+    elif rep.table.empty and rep.runs:  # (no training run at all: the line above said so)
+        print(NOTHING_TO_COMPARE)
     else:
         print(plain_table(rep.table, CONSOLE_COLUMNS))
         for line in baseline_caveats(rep.arms):

@@ -36,6 +36,9 @@ from downsample_lab.report.stats import (
     lost_baseline,
 )
 
+# What the results say when training runs were found but none completed (yet).
+NOTHING_TO_COMPARE = "No completed run yet: nothing to compare."
+
 
 @dataclass
 class Report:
@@ -70,7 +73,7 @@ def report_markdown(rep: Report) -> str:
         lines = ["# Report", "", f"{found}: no arms to compare.", *_bench_section(rep)]
         return "\n".join([*lines, *_other_tools(rep)]).rstrip() + "\n"
     lines = [*_summary(rep), "", "## Results", ""]
-    lines += _results(rep) if not rep.table.empty else [nothing_to_compare(rep), ""]
+    lines += _results(rep) if not rep.table.empty else [NOTHING_TO_COMPARE, ""]
     lines += ["", "## Runs not counted", "", *_not_counted(rep)]
     lines += _stopped_at_start_up(rep)
     lines += _bench_section(rep)
@@ -242,16 +245,6 @@ def _common_settings(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
         return []
     shared = set.intersection(*(set(r.hparams) for r in done)) - set(keys) - IGNORED_KEYS
     return [f"{k}={value_text(done[0].hparams[k])}" for k in sorted(shared)]
-
-
-def nothing_to_compare(rep: Report) -> str:
-    """Why there are no results: no training run at all (e.g. a bench sweep), or none completed yet."""
-    if rep.runs:
-        return "No completed run yet: nothing to compare."
-    n = len(rep.skipped)
-    other = f" ({counted(n, 'run')} of other tools, listed below, not compared)" if n else ""
-    bench = ' The bench runs are summed up under "Benchmark runs".' if rep.bench_count else ""
-    return f"No training run here: nothing to compare{other}.{bench}"
 
 
 def _not_counted(rep: Report) -> list[str]:
