@@ -15,8 +15,9 @@ from downsample_lab.config import EvalConfig, ShapesConfig, TrainConfig, validat
 from downsample_lab.device import check_accelerator
 from downsample_lab.errors import ConfigError
 from downsample_lab.run import argv as run_argv
-from downsample_lab.run import ddp
+from downsample_lab.run import ddp, resume
 from downsample_lab.run.job import run_task
+from downsample_lab.run.resume import sweep_resume_command
 
 from .conftest import compose_config, run_cli
 
@@ -204,7 +205,8 @@ def test_a_gpu_trainer_without_a_gpu_exits_2_without_traceback(tmp_path, tool, a
     assert result.stderr.strip().splitlines()[-1].startswith("error: trainer.accelerator=gpu")
 
 
-def test_resume_takes_the_saved_overrides_of_the_run(tmp_path):
+def test_resume_takes_the_saved_overrides_of_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(resume, "_added", [])  # what a resumed sweep added: this process's, set back after
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- model.downsample=conv\n- seed=3\n- data.root=/a\n")
@@ -221,6 +223,11 @@ def test_resume_takes_the_saved_overrides_of_the_run(tmp_path):
     )
     argv = _argv("-m", "seed=0,1", "resume=true", f"hydra.sweep.dir={sweep}")
     assert argv == ["prog", "-m", "optim.lr=0.1,0.2", "seed=0,1", "resume=true", f"hydra.sweep.dir={sweep}"]
+    hydra_cfg = OmegaConf.create({"sweep": {"dir": str(sweep)}, "launcher": {"_target_": "basic"}})
+    assert sweep_resume_command(hydra_cfg).endswith(f"hydra.sweep.dir={sweep}")  # seed=0,1 was the sweep's
+    # what a resume adds (a data.root fixed after a failure) must be in the command that continues it again
+    _argv("-m", "resume=true", f"hydra.sweep.dir={sweep}", "data.root=/my data", "hydra/launcher=parallel")
+    assert sweep_resume_command(hydra_cfg).endswith(f"hydra.sweep.dir={sweep} 'data.root=/my data'")
     with pytest.raises(
         ConfigError, match="does not exist"
     ):  # nothing to take the overrides from, or to resume

@@ -32,6 +32,7 @@ from downsample_lab.run.resume import (
     check_resume_target,
     is_true,
     merge_overrides,
+    remember_added_overrides,
     saved_overrides,
     sweep_record,
 )
@@ -159,6 +160,15 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     rest = list(argv[1:])
     for token in given:  # the flags (and their values) stay where they were
         rest.remove(token)
+    if (
+        args.multirun
+    ):  # what this command adds to the sweep's own overrides, for the command that continues it
+        said = {"resume", "hydra.sweep.dir", "hydra/launcher"}  # (the launcher: sweep_resume_command's own)
+        remember_added_overrides([
+            o.input_line for o in overrides
+            if o.input_line not in saved and o.key_or_group not in said
+            and not o.key_or_group.startswith("hydra.launcher.")
+        ])  # fmt: skip
     return [argv[0], *rest, *merge_overrides(saved, given)]
 
 

@@ -208,12 +208,25 @@ def resume_advice(directory: Path) -> str:
     return f"it had no checkpoint yet, so it must start again: {restart_command()}"
 
 
+# The overrides a command that resumes a sweep adds to the sweep's own (e.g. a data.root fixed after a failure):
+# multirun.yaml keeps the sweep's first ones, so the command that continues it again must give them too. Set in
+# the sweep's process by run.argv.
+_added: list[str] = []
+
+
+def remember_added_overrides(overrides: list[str]) -> None:
+    """Have :func:`sweep_resume_command` give ``overrides`` too (this process resumes a sweep with them)."""
+    _added[:] = overrides
+
+
 def sweep_resume_command(hydra_cfg: Any) -> str:
-    """The command that continues the sweep of ``hydra_cfg`` (a ``hydra`` node), with the launcher it ran with."""
+    """The command that continues the sweep of ``hydra_cfg`` (a ``hydra`` node), with the launcher it ran with
+    and the overrides a resuming command added (:func:`remember_added_overrides`)."""
     words = [
         *launcher_overrides(hydra_cfg),
         "resume=true",
         _hydra_value("hydra.sweep.dir", shown(hydra_cfg.sweep.dir)),
+        *(shlex.quote(o) for o in _added),
     ]
     return " ".join(["python -m downsample_lab.train -m", *words])
 
