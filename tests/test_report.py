@@ -484,7 +484,11 @@ def test_only_training_runs_count_and_refused_ones_are_listed_apart(tmp_path, ba
 
 
 def _bench_run(
-    run_dir: Path, overrides: Sequence[str], speeds: Mapping[str, tuple[float, float]], **record: Any
+    run_dir: Path,
+    overrides: Sequence[str],
+    speeds: Mapping[str, tuple[float, float]],
+    others: float = 0.01,
+    **record: Any,
 ) -> dict[str, Any]:
     """A finished bench run as the bench writes it: .hydra/ (the config as Hydra saves it, interpolations and
     all), status.json and bench.json (the config that ran; per strategy in ``speeds`` the raw and Lightning
@@ -499,6 +503,7 @@ def _bench_run(
             "ratio": lightning / raw,
             "raw": {"images_per_sec": raw, "host_us_per_step": 40.0},
             "lightning": {"images_per_sec": lightning, "host_us_per_step": 50.0},
+            "other_cpu_cores": others,
         }
         for name, (raw, lightning) in speeds.items()
     }
@@ -924,3 +929,18 @@ def test_without_a_max_pool_arm_an_arm_is_tested_against_the_first_arm_on_its_im
     assert baselines == {"model_c": None, "all_cnn_c": None, "strided_cnn_c": "all_cnn_c"}
     text = rep.path.read_text()
     assert "no counted arm before it was tested on images from the same source (`data.source`)" in text
+
+
+def test_bench_runs_timed_on_a_busy_machine_are_flagged(tmp_path, capsys):
+    # a new user's bench sweep ran beside a test run: conv +428 % [−80, +13,675] against maxpool, unflagged
+    for seed, others in enumerate([0.01, 0.9, 0.05]):
+        _bench_run(
+            tmp_path / "sweep" / f"{seed}", [f"seed={seed}"], {"maxpool": (1000.0, 900.0)}, others=others
+        )
+    report.main([str(tmp_path / "sweep")])
+    table = pd.read_csv(tmp_path / "sweep" / "bench.csv")
+    assert table.others_max.tolist() == [0.9]
+    assert "| 0.90 |" in (tmp_path / "sweep" / "report.md").read_text()
+    busy = "other processes kept up to 0.90 CPU cores busy while maxpool was timed: their figures are noisy"
+    assert f"**Busy machine:** {busy}" in (tmp_path / "sweep" / "report.md").read_text()
+    assert f"Note: {busy}" in capsys.readouterr().out

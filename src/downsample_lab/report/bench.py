@@ -44,7 +44,7 @@ class BenchRecord:
     machine: str
     precision: str
     versions: str
-    results: dict[str, dict[str, float]]  # strategy → raw_/lightning_ + FIGURES, and "ratio"
+    results: dict[str, dict[str, float]]  # strategy → raw_/lightning_ + FIGURES, "ratio" and "others"
 
 
 def _number(value: Any) -> float:
@@ -107,6 +107,7 @@ def read_bench(run: Run, path: Path | None = None) -> BenchRecord | str:
     for strategy, entry in results.items():
         entry = _dict(entry)
         row = {f"{p}_{f}": _number(_dict(entry.get(p)).get(f)) for p in ("raw", "lightning") for f in FIGURES}
+        row["others"] = _number(entry.get("other_cpu_cores"))  # CPU cores other processes kept busy meanwhile
         ratio = _number(entry.get("ratio"))
         row["ratio"] = (
             ratio if not math.isnan(ratio) else row["lightning_images_per_sec"] / row["raw_images_per_sec"]
@@ -182,6 +183,7 @@ def bench_summary(frame: pd.DataFrame) -> pd.DataFrame:
         for name in [f"{p}_{f}" for p in ("raw", "lightning") for f in FIGURES]:
             row[f"{name}_mean"], row[f"{name}_std"], _, _ = mean_std_ci(g[name].dropna().tolist())
         row |= spread(g["ratio"], "ratio", ci=True, bounds=(0.0, math.inf))
+        row["others_max"] = g["others"].max()  # NaN where no run recorded it
         same = frame[(frame[GROUP] == pd.Series(dict(zip(GROUP, setting, strict=True)))).all(axis=1)]
         row |= _vs_maxpool(g, same[same.strategy == BASELINE]) if strategy != BASELINE else {}
         rows.append(row)

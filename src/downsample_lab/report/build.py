@@ -10,7 +10,13 @@ from pathlib import Path
 from downsample_lab.console import counted
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.report.bench import bench_frame, bench_summary, read_bench_runs
-from downsample_lab.report.document import NOTHING_TO_COMPARE, Report, baseline_caveats, report_markdown
+from downsample_lab.report.document import (
+    NOTHING_TO_COMPARE,
+    Report,
+    baseline_caveats,
+    busy_bench,
+    report_markdown,
+)
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_shift_robustness, plot_val_curves
 from downsample_lab.report.read import (
     DEGENERATE,
@@ -187,3 +193,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rep.bench_count:
         print(f"\nBenchmark runs ({counted(rep.bench_count, 'run')}; all numbers in {BENCH_CSV}):")
         print(plain_table(rep.bench_table))
+        if busy_bench(rep):
+            print("Note: " + busy_bench(rep))

@@ -304,15 +304,38 @@ def _bench_section(rep: Report) -> list[str]:
             "threads on a CPU it exceeds the step's wall time; on a GPU it is the host work the GPU waits on); and "
             "the Lightning path's images/s against max-pooling's in the same "
             "runs (paired: each run times its strategies in one process), as exp(mean log ratio) − 1 in %, with "
-            f"the t interval of the mean log ratio. No interval from fewer than {MIN_CI_RUNS} runs. "
-            "All numbers in `bench.csv`.",
+            f"the t interval of the mean log ratio. No interval from fewer than {MIN_CI_RUNS} runs. **others, "
+            "max**: the most CPU cores other processes kept busy while a run of the row timed it (the bench's "
+            "`others`; near 0 on a quiet machine). All numbers in `bench.csv`.",
             "",
             markdown_table(rep.bench_table),
+            *(["", f"**Busy machine:** {busy_bench(rep)}"] if busy_bench(rep) else []),
         ]
     if rep.bench_left_out:
         lines += ["", "Not summed up:", ""]
         lines += [f"- `{relative(run, rep.root)}`: {why}" for run, why in rep.bench_left_out]
     return lines
+
+
+# Other processes' CPU load (cores) above which a bench run's figures are too noisy to compare.
+BUSY_CORES = 0.2
+
+
+def busy_bench(rep: Report) -> str:
+    """A sentence when some bench rows were timed on a busy machine (:data:`BUSY_CORES`), else ""."""
+    if rep.bench.empty or "others_max" not in rep.bench:
+        return ""
+    busy = rep.bench[rep.bench["others_max"] > BUSY_CORES]
+    if busy.empty:
+        return ""
+    rows = ", ".join(
+        f"{s} ({r})" if s != "all runs" else r for s, r in zip(busy.setting, busy.strategy, strict=True)
+    )
+    return (
+        f"other processes kept up to {busy['others_max'].max():.2f} CPU cores busy while {rows} "
+        f"{'was' if len(busy) == 1 else 'were'} timed: their "
+        "figures are noisy and the comparisons with them unreliable; time them again on a quiet machine."
+    )
 
 
 def _other_tools(rep: Report) -> list[str]:

@@ -239,4 +239,6 @@ def bench_table(summary: pd.DataFrame) -> pd.DataFrame:
     table["host µs/step, raw / Lightning"] = column(
         summary, _host, "raw_host_us_per_step_mean", "lightning_host_us_per_step_mean"
     )
+    if "others_max" in summary:
+        table["others, max"] = [DASH if math.isnan(v) else f"{v:.2f}" for v in summary["others_max"]]
     return table
