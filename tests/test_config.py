@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -104,6 +105,8 @@ def test_a_folder_root_that_cannot_serve_the_run_is_named_before_any_image_is_re
     data = _data("data.source=folder", f"data.root={tmp_path}")
     with pytest.raises(ConfigError, match=rf"^{root}/train does not exist; data.source=folder expects"):
         check_data_files(data)
+    with pytest.raises(ConfigError, match=rf"^{root}/test does not exist"):
+        check_data_files(data, splits=("test",))  # eval: it tests only
     _class_folders(tmp_path, "train", [c for c in CIFAR10_CLASSES if c != "frog"])
     with pytest.raises(ConfigError, match=rf"^{root}/train lacks the class folder\(s\) frog; CIFAR-10 needs"):
         check_data_files(data)
@@ -112,6 +115,8 @@ def test_a_folder_root_that_cannot_serve_the_run_is_named_before_any_image_is_re
         check_data_files(data)
     _class_folders(tmp_path, "test")
     check_data_files(data)
+    shutil.rmtree(tmp_path / "train")
+    check_data_files(data, splits=("test",))
 
 
 def test_torchvision_data_without_download_names_the_key_to_set(tmp_path):

@@ -120,13 +120,15 @@ def test_eval_reproduces_the_test_accuracy_of_the_best_checkpoint(trained_run, t
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "status.json").read_text())["metrics"]
     assert evaluated["test/acc"] == pytest.approx(status["metrics"]["test/acc"], abs=1e-6)
-    # a data key on the command line wins over the checkpoint's
+    # a data key on the command line wins over the checkpoint's; eval decodes the test split only
     result = run_cli(
-        "eval", f"ckpt_path={best}", "data.synthetic_test_size=60", f"hydra.run.dir={tmp_path / 'e2'}"
-    )
+        "eval", f"ckpt_path={best}", "data.synthetic_test_size=60", f"data.cache_dir={tmp_path / 'c2'}",
+        f"hydra.run.dir={tmp_path / 'e2'}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     log = (tmp_path / "e2" / "eval.log").read_text()
     assert "synthetic test split (60 images)" in log and "source=synthetic" in log
+    assert [p.name.split("-")[1] for p in (tmp_path / "c2").glob("*.pt")] == ["test"]
 
 
 def test_eval_refuses_a_missing_or_corrupt_checkpoint(tmp_path):

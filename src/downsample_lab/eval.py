@@ -94,11 +94,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     quiet_libraries()  # again: importing Lightning just now set its loggers back to INFO
     model, saved = load_checkpoint(cfg.ckpt_path)
     cfg = validate(data_from_checkpoint(cfg, saved), EvalConfig)  # the data keys the checkpoint's run had
-    check_data_files(cfg.data)
+    check_data_files(cfg.data, splits=("test",))
     model.max_shift, model.shift_images = cfg.eval.max_shift, cfg.eval.shift_images
     L.seed_everything(cfg.seed, workers=True)
     data: DataConfig = OmegaConf.to_object(cfg.data)
-    datamodule = CIFAR10DataModule(data, channels_last=model.model_cfg.channels_last, seed=cfg.seed)
+    datamodule = CIFAR10DataModule(
+        data, channels_last=model.model_cfg.channels_last, seed=cfg.seed, splits=("test",)
+    )
     out = run_dir()
     logger = tensorboard_logger(out, f"eval,{Path(cfg.ckpt_path).stem}")
     use_hydra_job_command(

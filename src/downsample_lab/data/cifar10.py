@@ -135,13 +135,17 @@ class CIFAR10DataModule(L.LightningDataModule):
         data: the ``data`` config group (:class:`~downsample_lab.data.config.DataConfig`; docs/configuration.md).
         channels_last: ``model.channels_last``: the normalised batches are laid out as the model expects them.
         seed: the run's seed; it orders the training batches.
+        splits: the splits ``prepare_data`` decodes into the cache (``("test",)`` for a tool that only tests).
     """
 
-    def __init__(self, data: DataConfig, channels_last: bool, seed: int) -> None:
+    def __init__(
+        self, data: DataConfig, channels_last: bool, seed: int, splits: tuple[str, ...] = SPLITS
+    ) -> None:
         super().__init__()
         self.data_cfg = data
         self.channels_last = channels_last
         self.seed = seed
+        self.splits = splits  # what prepare_data loads: eval tests only
         self.train_set: Split | None = None
         self.val_set: Split | None = None
         self.test_set: Split | None = None
@@ -157,8 +161,8 @@ class CIFAR10DataModule(L.LightningDataModule):
         return self._splits[split]
 
     def prepare_data(self) -> None:
-        """Download (torchvision source) and fill the cache once, on one process per node."""
-        for split in SPLITS:
+        """Download (torchvision source) and fill the cache once, on one process per node: ``splits`` only."""
+        for split in self.splits:
             self._load(split)
 
     def setup(self, stage: str | None = None) -> None:

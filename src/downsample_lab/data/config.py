@@ -114,8 +114,8 @@ def check_training_split(d: DictConfig) -> None:
                     "lower data.val_size (0 validates on the test set) or raise data.synthetic_train_size")  # fmt: skip
 
 
-def check_data_files(d: DictConfig) -> None:
-    """That the data ``d`` names is there, as the data module loads it (both splits, for every tool); raise
+def check_data_files(d: DictConfig, splits: tuple[str, ...] = ("train", "test")) -> None:
+    """That the data ``d`` names is there, as the data module loads it (its ``splits``: eval tests only); raise
     ConfigError. Cheap: it lists a few folders and reads no image, so a run is refused before its imports.
 
     Not a rule of :func:`~downsample_lab.config.validate`: the files are those of the machine that runs the job
@@ -129,7 +129,7 @@ def check_data_files(d: DictConfig) -> None:
                 f"data.root={d.root!r} is not a folder; with data.source=folder it must hold train/ and test/ "
                 "class folders (see docs/guide.md, 'Use a local copy of CIFAR-10')"
             )
-        for split in ("train", "test"):
+        for split in splits:
             problem = folder_split_problem(root, split)
             if problem is not None:
                 raise ConfigError(problem)
