@@ -944,3 +944,29 @@ def test_bench_runs_timed_on_a_busy_machine_are_flagged(tmp_path, capsys):
     busy = "other processes kept up to 0.90 CPU cores busy while maxpool was timed: their figures are noisy"
     assert f"**Busy machine:** {busy}" in (tmp_path / "sweep" / "report.md").read_text()
     assert f"Note: {busy}" in capsys.readouterr().out
+
+
+def test_runs_on_other_data_folders_are_pointed_out(tmp_path, base_cfg, capsys):
+    # data.root is bookkeeping (a copy may move), so the JPEG and the PNG copy of CIFAR-10 share an arm: say so
+    def on(root: str) -> dict[str, Any]:
+        return {**base_cfg, "data": {**base_cfg["data"], "source": "folder", "root": root}}
+
+    write_run(tmp_path / "runs" / "m0", make_cfg(on("/data/png"), 0, downsample="maxpool"), test_acc=0.80)
+    write_run(tmp_path / "runs" / "m1", make_cfg(on("/data/jpeg"), 1, downsample="maxpool"), test_acc=0.78)
+    write_run(tmp_path / "runs" / "c0", make_cfg(on("/data/jpeg"), 0, downsample="conv"), test_acc=0.79)
+    write_run(tmp_path / "runs" / "c1", make_cfg(on("/data/jpeg"), 1, downsample="conv"), test_acc=0.77)
+    rep = report.build_report(tmp_path / "runs", tmp_path / "out")
+    text = rep.path.read_text()
+    assert (
+        "`model.downsample=maxpool` pools runs on 2 data folders (`data.root`: `/data/jpeg`, `/data/png`)"
+        in text
+    )
+    assert (
+        text.count("pools runs on") == 1 and "its Δ measures the copy too" not in text
+    )  # they share /data/jpeg
+    (tmp_path / "runs" / "m1").rename(
+        tmp_path / "m1"
+    )  # now every max-pool run read /data/png, every conv one JPEG
+    report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out2")])
+    out = capsys.readouterr().out
+    assert "Note: model.downsample=conv read data from /data/jpeg and its baseline from /data/png" in out

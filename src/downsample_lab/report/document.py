@@ -32,6 +32,7 @@ from downsample_lab.report.stats import (
     PAPER_KEY,
     Arm,
     baseline_differences,
+    data_roots,
     is_baseline,
     lost_baseline,
 )
@@ -189,10 +190,25 @@ def _column_notes(rep: Report) -> list[str]:
 
 
 def baseline_caveats(arms: Sequence[Arm]) -> list[str]:
-    """One sentence per arm tested against a baseline that differs from it in more than the downsampling, and
-    per arm left without one because no candidate was tested on the same images (markdown; the console too)."""
+    """One sentence per arm tested against a baseline that differs from it in more than the downsampling, per
+    arm left without one because no candidate was tested on the same images, and per arm whose runs, or whose
+    baseline's, read other data folders (markdown; the console too)."""
     lines = []
     for arm in arms:
+        roots = data_roots(arm)
+        if len(roots) > 1:
+            lines.append(
+                f"`{arm.label}` pools runs on {len(roots)} data folders (`data.root`: "
+                f"{', '.join(f'`{r}`' for r in sorted(roots))}): if they hold different copies (the JPEG and the "
+                "PNG copy of CIFAR-10), its runs did not see the same images; report each copy's runs apart."
+            )
+        theirs = data_roots(arm.baseline) if arm.baseline else set()
+        if roots and theirs and not roots & theirs:
+            lines.append(
+                f"`{arm.label}` read data from {', '.join(f'`{r}`' for r in sorted(roots))} and its baseline "
+                f"from {', '.join(f'`{r}`' for r in sorted(theirs))} (`data.root`): if these are different "
+                "copies, its Δ measures the copy too."
+            )
         others = baseline_differences(arm)
         if others:
             assert arm.baseline is not None

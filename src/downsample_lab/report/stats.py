@@ -114,7 +114,7 @@ def arm_order(values: Mapping[str, Any], keys: Sequence[str]) -> tuple:
 
 
 # Keys that choose the data source of the test images: an arm is never tested against a baseline from another.
-# (Two copies of one source differ only in ``data.root``, which is bookkeeping: the report cannot tell them apart.)
+# (Two copies of one source differ only in ``data.root``, which is bookkeeping: :func:`data_roots` points them out.)
 TEST_SET_KEYS = ("data.source", "data.synthetic_test_size")
 
 
@@ -183,6 +183,18 @@ def baseline_differences(arm: Arm) -> list[str]:
     if arm.baseline is None or not is_baseline(arm.baseline.values):
         return []
     return _differing(arm, arm.baseline, list(arm.values))
+
+
+def data_roots(arm: Arm) -> set[str]:
+    """The ``data.root`` values of an arm's runs that read files (the folder or torchvision source). The key is
+    bookkeeping (a copy may move), so runs on two copies, say the JPEG and the PNG one, share an arm: the report
+    can only say so."""
+    return {
+        str(r.hparams.get("data.root"))
+        for r in arm.runs
+        if r.hparams.get("data.source") in ("folder", "torchvision")
+        and r.hparams.get("data.root") is not None
+    }
 
 
 def lost_baseline(runs: Sequence[Run]) -> list[Run]:
