@@ -211,6 +211,7 @@ def test_throughput_leaves_out_the_first_epoch_and_model_cost_is_read(built):
     assert r.images_per_sec_mean == pytest.approx(np.mean(IPS["conv"][1:]))  # 850, not 596.7 with warm-up
     assert r.images_per_sec_std == pytest.approx(0.0)  # every run of the arm logged the same rates
     assert (r.params, r.flops_per_image) == (PARAMS["conv"], FLOPS["conv"])
+    assert "includes the warm-up" not in built.path.read_text()  # every run had 3 epochs
 
 
 def test_welch_p_value_matches_scipy_against_the_maxpool_arm(built):
@@ -642,6 +643,8 @@ def test_axes_of_a_one_epoch_sweep(tmp_path, base_cfg):
     fig = report.plot_acc_vs_throughput(rep.results, tmp_path / "t.png", report.warmup_excluded(rep.arms))
     assert "first epoch excluded" not in fig.axes[0].get_xlabel()
     assert rep.arms[0].runs[0].val_curve == {1: pytest.approx(0.4)}
+    # the table's note says so too (a new user read 1,254 against 2,852 img/s, the first job's warm-up included)
+    assert "**Here some runs had one epoch: their figure includes the warm-up**" in rep.path.read_text()
 
 
 def test_val_curve_without_lightnings_epoch_scalar():

@@ -35,6 +35,7 @@ from downsample_lab.report.stats import (
     data_roots,
     is_baseline,
     lost_baseline,
+    warmup_excluded,
 )
 
 # What the results say when training runs were found but none completed (yet).
@@ -164,7 +165,13 @@ def _column_notes(rep: Report) -> list[str]:
         "- **train images/s**: per run, the mean of the per-epoch `train/images_per_sec` (global "
         "training throughput, evaluation excluded) leaving out the first epoch, which includes warm-up, "
         "when the run has at least 2 epochs; then mean ± std over runs. Throughput is only comparable between runs on "
-        "the same machine under the same load.",
+        "the same machine under the same load."
+        + (
+            ""
+            if warmup_excluded(rep.arms)
+            else " **Here some runs had one epoch: their figure includes the warm-up** (and the first job of a "
+            "sweep pays its process's too), so it understates their speed; compare runs of 2 epochs or more."
+        ),
         "- **params**, **FLOPs/image**: `model/params` and `model/flops_per_image` (forward pass, "
         "`torch.utils.flop_counter`), mean over the arm's runs.",
     ]
