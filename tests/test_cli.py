@@ -206,7 +206,9 @@ def test_a_gpu_trainer_without_a_gpu_exits_2_without_traceback(tmp_path, tool, a
 
 
 def test_resume_takes_the_saved_overrides_of_the_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(resume, "_added", [])  # what a resumed sweep added: this process's, set back after
+    monkeypatch.delenv(
+        resume.ADDED_OVERRIDES_ENV, raising=False
+    )  # what a resumed sweep added: set back after
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- model.downsample=conv\n- seed=3\n- data.root=/a\n")
@@ -228,6 +230,10 @@ def test_resume_takes_the_saved_overrides_of_the_run(tmp_path, monkeypatch):
     # what a resume adds (a data.root fixed after a failure) must be in the command that continues it again
     _argv("-m", "resume=true", f"hydra.sweep.dir={sweep}", "data.root=/my data", "hydra/launcher=parallel")
     assert sweep_resume_command(hydra_cfg).endswith(f"hydra.sweep.dir={sweep} 'data.root=/my data'")
+    _argv("-m", "resume=true", f"hydra.sweep.dir={sweep}", "hydra/launcher=slurm")  # not one the command adds
+    assert sweep_resume_command(hydra_cfg).endswith(f"hydra.sweep.dir={sweep} hydra/launcher=slurm")
+    _argv("-m", "seed=0,1")  # a new sweep: nothing added
+    assert sweep_resume_command(hydra_cfg).endswith(f"hydra.sweep.dir={sweep}")
     with pytest.raises(
         ConfigError, match="does not exist"
     ):  # nothing to take the overrides from, or to resume

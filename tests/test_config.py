@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 
-from downsample_lab.config import EvalConfig, plain, typed, validate
+from downsample_lab.config import EvalConfig, TrainConfig, plain, typed, validate
 from downsample_lab.data.config import CIFAR10_CLASSES, check_data_files
 from downsample_lab.errors import ConfigError
 from downsample_lab.models.config import ModelConfig
 from downsample_lab.optim.config import OptimConfig
+from downsample_lab.run.argv import prepare_argv
 
 from .conftest import compose_config, run_cli
 
@@ -154,6 +155,10 @@ def test_an_image_folder_given_to_the_torchvision_source_asks_for_the_folder_sou
 def test_a_comma_list_without_m_says_how_to_sweep_or_give_a_list():
     result = run_cli("train", "model.widths=8,16,32")  # refused before Hydra makes a run directory
     assert result.returncode == 2 and result.stderr.strip() == (
-        "error: model.widths=8,16,32 is a sweep (a comma list): add -m to run one job per value, or, if "
-        "model.widths takes a list, write it in quoted brackets: 'model.widths=[8,16,32]'"
+        "error: model.widths=8,16,32 is a sweep: add -m to run one job per value; or, if model.widths takes a "
+        "list, write it in quoted brackets, 'model.widths=[8,16,32]', and if its value is text with commas, in "
+        "quotes, 'model.widths=\"8,16,32\"'"
     )
+    # also where the pre-check leaves the run to itself (a directory named outright), and for range()
+    with pytest.raises(ConfigError, match=r"^seed=range\(0,3\) is a sweep: add -m"):
+        prepare_argv(["prog", "seed=range(0,3)", "hydra.run.dir=/tmp/x"], "train", TrainConfig)

@@ -134,10 +134,10 @@ def check_data_files(d: DictConfig, splits: tuple[str, ...] = ("train", "test"))
             if problem is not None:
                 raise ConfigError(problem)
     if d.source == "torchvision" and not (root / TORCHVISION_FOLDER).is_dir():
-        if (root / "train").is_dir() and (root / "test").is_dir():  # else torchvision downloads into it
+        if all((root / split).is_dir() for split in splits):  # else torchvision downloads into it
             raise ConfigError(
-                f"data.root={d.root!r} holds train/ and test/ folders, not torchvision's {TORCHVISION_FOLDER}; "
-                "add data.source=folder to read them"
+                f"data.root={d.root!r} holds {' and '.join(f'{s}/' for s in splits)} folders, not torchvision's "
+                f"{TORCHVISION_FOLDER}; add data.source=folder to read them"
             )
         if not d.download:
             raise ConfigError(missing_torchvision_files(d.root))

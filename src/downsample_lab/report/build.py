@@ -184,8 +184,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rep.table.empty and counts[DEGENERATE]:
         print(f"All {counts[DEGENERATE]} completed runs collapsed (degenerate): nothing to compare; "
               "--keep-degenerate counts them.")  # fmt: skip
-    elif rep.table.empty and rep.runs:  # (no training run at all: the line above said so)
-        print(NOTHING_TO_COMPARE)
+    elif rep.table.empty:
+        if rep.runs:  # (no training run at all: the line above said so)
+            print(NOTHING_TO_COMPARE)
     else:
         print(plain_table(rep.table, CONSOLE_COLUMNS))
         for line in baseline_caveats(rep.arms):

@@ -169,8 +169,9 @@ def _column_notes(rep: Report) -> list[str]:
         + (
             ""
             if warmup_excluded(rep.arms)
-            else " **Here some runs had one epoch: their figure includes the warm-up** (and the first job of a "
-            "sweep pays its process's too), so it understates their speed; compare runs of 2 epochs or more."
+            else f" **Here {'every run' if warmup_excluded(rep.arms) is False else 'some runs'} had one epoch: "
+            "the figure includes the warm-up** (and the first job of a sweep pays its process's too), so it "
+            "understates the speed; compare runs of 2 epochs or more."
         ),
         "- **params**, **FLOPs/image**: `model/params` and `model/flops_per_image` (forward pass, "
         "`torch.utils.flop_counter`), mean over the arm's runs.",
@@ -341,7 +342,7 @@ def _bench_section(rep: Report) -> list[str]:
 
 
 # Other processes' CPU load (cores) above which a bench run's figures are too noisy to compare.
-BUSY_CORES = 0.2
+BUSY_CORES = 0.1  # docs/BENCHMARKS.md: at 0.1 and above the bench's figures were visibly noisy
 
 
 def busy_bench(rep: Report) -> str:

@@ -9,6 +9,7 @@ with its Welch 95% CI, Welch's t-test p and its Holm-adjusted value over the arm
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,14 +187,14 @@ def baseline_differences(arm: Arm) -> list[str]:
 
 
 def data_roots(arm: Arm) -> set[str]:
-    """The ``data.root`` values of an arm's runs that read files (the folder or torchvision source). The key is
+    """The image folders (``data.root`` of ``data.source=folder``) an arm's runs read, ``~`` expanded. The key is
     bookkeeping (a copy may move), so runs on two copies, say the JPEG and the PNG one, share an arm: the report
-    can only say so."""
+    can only say so. (A relative root is as the run's command gave it. The torchvision source's files are the
+    same checksummed archive under any root.)"""
     return {
-        str(r.hparams.get("data.root"))
+        os.path.expanduser(str(r.hparams["data.root"]))
         for r in arm.runs
-        if r.hparams.get("data.source") in ("folder", "torchvision")
-        and r.hparams.get("data.root") is not None
+        if r.hparams.get("data.source") == "folder" and r.hparams.get("data.root") is not None
     }
 
 

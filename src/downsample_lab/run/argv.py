@@ -140,11 +140,20 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
             f"swept values) to see the config a sweep's jobs start from: python -m downsample_lab.{config_name} "
             f"{shown + ' ' if shown else ''}--cfg {args.cfg}"
         )
+    swept = next((o for o in overrides if o.is_sweep_override()), None)
+    if not args.multirun and swept is not None:
+        key, values = swept.input_line.split("=", 1)
+        raise ConfigError(
+            f"{swept.input_line} is a sweep: add -m to run one job per value; or, if {key} takes a list, "
+            f"write it in quoted brackets, '{key}=[{values}]', and if its value is text with commas, in quotes, "
+            f"'{key}=\"{values}\"'"
+        )
     if not args.multirun and not args.cfg and (name := _sweep_experiment(overrides)):
         raise ConfigError(
             f"experiment={name} is a sweep (it sets hydra.sweeper.params); add -m to run it: "
             f"python -m downsample_lab.{config_name} -m experiment={name} ..."
         )
+    remember_added_overrides([])  # (set below for a resumed sweep)
     resume = any(o.key_or_group == "resume" and is_true(o.value()) for o in overrides)
     where = "hydra.sweep.dir" if args.multirun else "hydra.run.dir"
     directory = next((str(o.value()) for o in overrides if o.key_or_group == where), None)
@@ -160,15 +169,15 @@ def prepare_argv(argv: list[str], config_name: str, schema: type) -> list[str]:
     rest = list(argv[1:])
     for token in given:  # the flags (and their values) stay where they were
         rest.remove(token)
-    if (
-        args.multirun
-    ):  # what this command adds to the sweep's own overrides, for the command that continues it
-        said = {"resume", "hydra.sweep.dir", "hydra/launcher"}  # (the launcher: sweep_resume_command's own)
-        remember_added_overrides([
-            o.input_line for o in overrides
-            if o.input_line not in saved and o.key_or_group not in said
-            and not o.key_or_group.startswith("hydra.launcher.")
-        ])  # fmt: skip
+    # What this command adds to the sweep's own overrides, for the command that continues it; the parallel
+    # launcher's are sweep_resume_command's own, any other launcher's are added ones.
+    parallel = any(o.key_or_group == "hydra/launcher" and o.value() == "parallel" for o in overrides)
+    said = {"resume", "hydra.sweep.dir", *(["hydra/launcher"] if parallel else [])}
+    remember_added_overrides([
+        o.input_line for o in overrides
+        if args.multirun and o.input_line not in saved and o.key_or_group not in said
+        and not (parallel and o.key_or_group.startswith("hydra.launcher."))
+    ])  # fmt: skip
     return [argv[0], *rest, *merge_overrides(saved, given)]
 
 

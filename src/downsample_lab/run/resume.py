@@ -11,6 +11,7 @@ read and checked once, and the command that goes on after an interruption.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -209,14 +210,21 @@ def resume_advice(directory: Path) -> str:
 
 
 # The overrides a command that resumes a sweep adds to the sweep's own (e.g. a data.root fixed after a failure):
-# multirun.yaml keeps the sweep's first ones, so the command that continues it again must give them too. Set in
-# the sweep's process by run.argv.
-_added: list[str] = []
+# multirun.yaml keeps the sweep's first ones, so the command that continues it again must give them too. Set by
+# run.argv in the sweep's process; an environment variable, so that a parallel sweep's workers see them too.
+ADDED_OVERRIDES_ENV = "DOWNSAMPLE_LAB_RESUME_ADDED"
 
 
 def remember_added_overrides(overrides: list[str]) -> None:
     """Have :func:`sweep_resume_command` give ``overrides`` too (this process resumes a sweep with them)."""
-    _added[:] = overrides
+    if overrides:
+        os.environ[ADDED_OVERRIDES_ENV] = json.dumps(overrides)
+    else:
+        os.environ.pop(ADDED_OVERRIDES_ENV, None)
+
+
+def _added() -> list[str]:
+    return json.loads(os.environ.get(ADDED_OVERRIDES_ENV, "[]"))
 
 
 def sweep_resume_command(hydra_cfg: Any) -> str:
@@ -226,7 +234,7 @@ def sweep_resume_command(hydra_cfg: Any) -> str:
         *launcher_overrides(hydra_cfg),
         "resume=true",
         _hydra_value("hydra.sweep.dir", shown(hydra_cfg.sweep.dir)),
-        *(shlex.quote(o) for o in _added),
+        *(shlex.quote(o) for o in _added()),
     ]
     return " ".join(["python -m downsample_lab.train -m", *words])
 

@@ -356,13 +356,6 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
         return compose(name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        ambiguous = re.match(r"Ambiguous value for argument '(.*)'", first)
-        if ambiguous:  # Hydra's words for a comma list in a single run
-            key, values = ambiguous.group(1).split("=", 1)
-            raise ConfigError(
-                f"{key}={values} is a sweep (a comma list): add -m to run one job per value, or, if {key} "
-                f"takes a list, write it in quoted brackets: '{key}=[{values}]'"
-            ) from None
         raise ConfigError(f"cannot compose the config ({first})") from None
 
 
