@@ -194,5 +194,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rep.bench_count:
         print(f"\nBenchmark runs ({counted(rep.bench_count, 'run')}; all numbers in {BENCH_CSV}):")
         print(plain_table(rep.bench_table))
-        if busy_bench(rep):
-            print("Note: " + busy_bench(rep))
+        if busy := busy_bench(rep):
+            print("Note: " + busy)

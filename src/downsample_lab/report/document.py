@@ -146,6 +146,7 @@ def _results(rep: Report) -> list[str]:
 def _column_notes(rep: Report) -> list[str]:
     """What each column of the arm table means; a note for each optional column the table has."""
     baselines = sorted({a.baseline.label for a in rep.arms if a.baseline})
+    warmup = warmup_excluded(rep.arms)  # True, False (no run left its warm-up out) or None (a mix)
     notes = [
         "- **test acc %**: test accuracy of the weights each run tested (its best checkpoint by val/acc, or its final weights with `eval.test_weights`), mean ± sample std (ddof=1) "
         "over the completed runs; **95% CI**: t-distribution interval of the mean (n − 1 degrees of "
@@ -168,8 +169,8 @@ def _column_notes(rep: Report) -> list[str]:
         "the same machine under the same load."
         + (
             ""
-            if warmup_excluded(rep.arms)
-            else f" **Here {'every run' if warmup_excluded(rep.arms) is False else 'some runs'} had one epoch: "
+            if warmup
+            else f" **Here {'every run' if warmup is False else 'some runs'} had one epoch: "
             "the figure includes the warm-up** (and the first job of a sweep pays its process's too), so it "
             "understates the speed; compare runs of 2 epochs or more."
         ),
@@ -333,7 +334,7 @@ def _bench_section(rep: Report) -> list[str]:
             "`others`; near 0 on a quiet machine). All numbers in `bench.csv`.",
             "",
             markdown_table(rep.bench_table),
-            *(["", f"**Busy machine:** {busy_bench(rep)}"] if busy_bench(rep) else []),
+            *(["", f"**Busy machine:** {busy}"] if (busy := busy_bench(rep)) else []),
         ]
     if rep.bench_left_out:
         lines += ["", "Not summed up:", ""]

@@ -145,10 +145,9 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
     in arm order on a tie; when the sweep has no max-pool run, the first arm. Only an arm tested on images from
     the same source (:data:`TEST_SET_KEYS`) can be a baseline: an arm with none has no baseline (its
     ``other_images`` names the keys), and :func:`baseline_differences` names what else an arm and its baseline
-    differ in. When the sweep has max-pool
-    runs but every one collapsed (degenerate), no arm has a baseline: :func:`lost_baseline` says so. The keys
-    that tell arms apart come from the degenerate runs too, so an arm whose every run collapsed still names the
-    others as they are.
+    differ in. When the sweep has max-pool runs but every one collapsed (degenerate), no arm has a baseline:
+    :func:`lost_baseline` says so. The keys that tell arms apart come from the degenerate runs too, so an arm
+    whose every run collapsed still names the others as they are.
     """
     done = [r for r in runs if r.status == "completed"]
     keys = arm_keys([r for r in runs if r.status in ("completed", DEGENERATE)])

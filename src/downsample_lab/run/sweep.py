@@ -330,9 +330,8 @@ def check_sweep(task: Sequence[str], config_name: str, schema: type) -> int:
                     typed = validate(cfg, schema, _values([o for o in own if not o.is_delete()]))
                     if local and "trainer" in typed:
                         check_accelerator(typed.trainer)
-                    if (
-                        local and "optim" in typed
-                    ):  # a tool that trains; eval's data keys are its checkpoint's
+                    # a tool that trains (eval's data keys are its checkpoint's, read when it runs)
+                    if local and "optim" in typed:
                         check_data_files(typed.data)
                 except (ConfigError, OmegaConfBaseException) as err:
                     shown = " ".join(o.input_line for o in job if o.key_or_group in swept)
