@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import torch
+from torchvision.io import write_png
 
 from downsample_lab.data import CIFAR10DataModule, load_split
 from downsample_lab.data import sources as sources_module
@@ -104,7 +106,6 @@ def test_second_load_comes_from_the_cache(tiny_folder, tmp_path, monkeypatch):
 def test_cache_is_invalidated_when_the_source_changes(tiny_folder, tmp_path):
     root, _ = tiny_folder
     load_split("folder", root, "train", cache_dir=tmp_path / "cache")
-    from torchvision.io import write_png
 
     target = root / "train" / "cat" / "0000.png"
     new_image = torch.full((3, 32, 32), 7, dtype=torch.uint8)
@@ -112,6 +113,37 @@ def test_cache_is_invalidated_when_the_source_changes(tiny_folder, tmp_path):
     reloaded = load_split("folder", root, "train", cache_dir=tmp_path / "cache")
     cat_first = (reloaded.labels == 3).nonzero()[0].item()
     assert torch.equal(reloaded.images[cat_first], new_image)
+
+
+def test_the_data_digest_tells_copies_apart_by_their_pixels_not_their_folder(tiny_folder, tmp_path):
+    root, _ = tiny_folder
+    cache = tmp_path / "cache"
+
+    def digest(folder) -> str:
+        cfg = data_config(cache, "source=folder", f"root={folder}")
+        return CIFAR10DataModule(cfg, channels_last=False, seed=0).digest()
+
+    first = digest(root)
+    assert len(first) == 12 and digest(root) == first  # the second from the cache
+    blob = torch.load(next(cache.glob("folder-train-*.pt")), weights_only=True)
+    assert blob["digest"] == load_split("folder", root, "train", cache_dir=cache).digest  # kept in the cache
+    shutil.copytree(root, tmp_path / "moved")  # one copy at another path: the same data
+    assert digest(tmp_path / "moved") == first
+    make_image_folder(tmp_path / "jpg", {"train": 4, "test": 2}, fmt="jpg")  # the same images as JPEG
+    assert digest(tmp_path / "jpg") != first
+    changed = tmp_path / "moved" / "test" / "cat" / "0000.png"
+    write_png(torch.full((3, 32, 32), 7, dtype=torch.uint8), str(changed))
+    assert digest(tmp_path / "moved") != first  # one test image changed
+
+
+def test_a_cache_written_before_the_digest_gets_one(tiny_folder, tmp_path):
+    root, _ = tiny_folder
+    fresh = load_split("folder", root, "test", cache_dir=tmp_path / "cache")
+    cache_file = next((tmp_path / "cache").glob("folder-test-*.pt"))
+    blob = torch.load(cache_file, weights_only=True)
+    del blob["digest"]
+    torch.save(blob, cache_file)
+    assert load_split("folder", root, "test", cache_dir=tmp_path / "cache").digest == fresh.digest
 
 
 def test_corrupt_cache_is_rebuilt_with_a_warning(tiny_folder, tmp_path, caplog):

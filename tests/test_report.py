@@ -24,7 +24,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from downsample_lab import report
 from downsample_lab.engine.hparams import HPARAM_METRICS
-from downsample_lab.study import flatten_text
+from downsample_lab.study import DATA_DIGEST, flatten_text
 
 from .conftest import TINY, compose_config, run_cli
 
@@ -66,14 +66,18 @@ def write_run(
     error: str | None = None,
     tb_hparams: bool = True,
     test_scalars: Mapping[str, float] | None = None,
+    digest: str | None = None,
 ) -> Path:
     """A run directory as train.py leaves it (``tb_hparams=False``: died before the HParams were written;
-    ``test_scalars``: more scalars, or other values, logged at the test's step, e.g. ``{"test/loss": 46.9}``)."""
+    ``test_scalars``: more scalars, or other values, logged at the test's step, e.g. ``{"test/loss": 46.9}``;
+    ``digest``: the data digest train records in the HParams, none as runs before it)."""
     tb = run_dir / "tb" / f"downsample={cfg['model']['downsample']},seed={cfg['seed']}"
     writer = SummaryWriter(str(tb))
     if tb_hparams:
         flat = flatten_text(cfg)
         flat["trainer.precision"] = "32-true"  # log_hparams records the resolved precision, not "auto"
+        if digest is not None:
+            flat[DATA_DIGEST] = digest
         for summary in hparams_summary(flat, dict.fromkeys(HPARAM_METRICS, 0.0)):
             writer._get_file_writer().add_summary(summary)
     writer.add_scalar("model/params", params, 0)
@@ -868,7 +872,7 @@ def test_an_arm_is_never_tested_against_a_baseline_tested_on_other_images(tmp_pa
     conv = rep.results.set_index("arm").loc["model.downsample=conv, data.source=folder"]
     assert conv.baseline == "" and math.isnan(conv.welch_p) and math.isnan(conv.welch_p_diff)
     assert (
-        "has no baseline: no counted max-pool arm was tested on images from the same source (`data.source`)"
+        "has no baseline: no counted max-pool arm was tested on the same images (they differ in `data.source`)"
         in rep.path.read_text()
     )
     report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out2")])
@@ -932,7 +936,45 @@ def test_without_a_max_pool_arm_an_arm_is_tested_against_the_first_arm_on_its_im
     }
     assert baselines == {"model_c": None, "all_cnn_c": None, "strided_cnn_c": "all_cnn_c"}
     text = rep.path.read_text()
-    assert "no counted arm before it was tested on images from the same source (`data.source`)" in text
+    assert "no counted arm before it was tested on the same images (they differ in `data.source`)" in text
+
+
+def test_runs_are_split_and_compared_by_the_data_they_read_not_its_folder(tmp_path, base_cfg, capsys):
+    # The JPEG and the PNG copy (data digests "jpeg…" and "png…"), the PNG copy at two paths: the two copies are
+    # two arms each, compared within a copy; one copy at two folders is one arm, with no note.
+    def on(root: str) -> dict[str, Any]:
+        return {**base_cfg, "data": {**base_cfg["data"], "source": "folder", "root": root}}
+
+    runs = tmp_path / "runs"
+    for name, root, digest, downsample, acc in [
+        ("mp0", "/data/png", "png111111111", "maxpool", 0.80),
+        ("mp1", "/mnt/png", "png111111111", "maxpool", 0.82),
+        ("mj0", "/data/jpeg", "jpeg22222222", "maxpool", 0.70),
+        ("mj1", "/data/jpeg", "jpeg22222222", "maxpool", 0.71),
+        ("cj0", "/data/jpeg", "jpeg22222222", "conv", 0.75),
+        ("cj1", "/data/jpeg", "jpeg22222222", "conv", 0.76),
+        ("co0", "/data/other", "other3333333", "conv", 0.60),
+        ("co1", "/data/other", "other3333333", "conv", 0.61),
+    ]:
+        seed = int(name[-1])
+        write_run(runs / name, make_cfg(on(root), seed, downsample=downsample), test_acc=acc, digest=digest)
+    rep = report.build_report(runs, tmp_path / "out")
+    assert rep.keys == ["model.downsample", DATA_DIGEST]
+    arms = {a.label: a for a in rep.arms}
+    png = arms[f"model.downsample=maxpool, {DATA_DIGEST}=png111111111"]
+    assert len(png.runs) == 2  # one copy at two folders: one arm
+    conv_jpeg = arms[f"model.downsample=conv, {DATA_DIGEST}=jpeg22222222"]
+    assert conv_jpeg.baseline is arms[f"model.downsample=maxpool, {DATA_DIGEST}=jpeg22222222"]
+    other = arms[f"model.downsample=conv, {DATA_DIGEST}=other3333333"]
+    assert other.baseline is None and other.other_images == [DATA_DIGEST]
+    text = rep.path.read_text()
+    assert "pools runs on" not in text and "read data from" not in text  # the digest settles it
+    assert f"**`{DATA_DIGEST}`**: a checksum of the decoded training and test images" in text
+    assert f"they differ in `{DATA_DIGEST}`" in text
+    # a run written before runs recorded the digest is never pooled with one that has it
+    write_run(runs / "old", make_cfg(on("/data/png"), 5, downsample="maxpool"), test_acc=0.5)
+    rep = report.build_report(runs, tmp_path / "out2")
+    assert f"model.downsample=maxpool, {DATA_DIGEST}=(unset)" in [a.label for a in rep.arms]
 
 
 def test_bench_runs_timed_on_a_busy_machine_are_flagged(tmp_path, capsys):

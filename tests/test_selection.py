@@ -46,12 +46,14 @@ def _write(
     test: float,
     val_size: int = 5000,
     val_curve: list[float] | None = None,
+    digest: str | None = None,
+    **model: object,
 ) -> None:
-    cfg = make_cfg(base, seed, downsample=arm)
+    cfg = make_cfg(base, seed, downsample=arm, **model)
     cfg["optim"]["lr"] = lr
     cfg["data"]["val_size"] = val_size  # 0: the final runs test their final weights (eval.test_weights=auto)
     curve = val_curve or [val - 0.1, val]
-    run = write_run(root / f"{arm}_{lr}_{seed}_{val_size}", cfg, val_acc=curve, test_acc=test)
+    run = write_run(root / f"{arm}_{lr}_{seed}_{val_size}", cfg, val_acc=curve, test_acc=test, digest=digest)
     writer = SummaryWriter(str(next((run / "tb").iterdir())))
     writer.add_scalar(read.TEST_ACC_TTA, test + 0.01, 100)
     writer.close()
@@ -126,3 +128,23 @@ def test_settings_are_ranked_by_the_weights_the_final_runs_test(tmp_path, base_c
     _write(final, base_cfg, "maxpool", 0.2, 0, 0.5, 0.9, val_size=0)
     with pytest.raises(selection.UserError, match=r"--weights best ranks .* use --weights final"):
         selection.build_selection(tune, final, tmp_path / "c", weights="best")
+
+
+def test_tuning_runs_on_two_copies_of_the_data_are_refused(tmp_path, base_cfg):  # noqa: F811
+    for arm, digest in [("maxpool", "png111111111"), ("conv", "jpeg22222222")]:
+        for lr in (0.1, 0.2):
+            _write(tmp_path / "tune", base_cfg, arm, lr, 100, 0.8, 0.5, digest=digest)
+    with pytest.raises(
+        selection.UserError, match=r"read different data \(data.digest jpeg22222222, png111111111\)"
+    ):
+        selection.build_selection(tmp_path / "tune", out=tmp_path / "a")
+
+
+def test_what_follows_from_the_downsampling_is_not_a_setting_of_the_final_commands(tmp_path, base_cfg):  # noqa: F811
+    # model.match_params=true records each arm's effective widths; no command can set them
+    for arm, widths in [("maxpool", [6, 12]), ("conv", [4, 8])]:
+        for lr in (0.1, 0.2):
+            _write(tmp_path / "tune", base_cfg, arm, lr, 100, 0.8 + lr, 0.5, effective_widths=widths)
+    _, table, commands = selection.build_selection(tmp_path / "tune", out=tmp_path / "a")
+    assert list(table["chosen setting"]) == ["optim.lr=0.2"] * 2
+    assert all("effective_widths" not in c for c in commands)

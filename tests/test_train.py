@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tbparse import SummaryReader
 
+from downsample_lab.config import typed
+from downsample_lab.data import CIFAR10DataModule
+from downsample_lab.data.config import DataConfig
+from downsample_lab.study import DATA_DIGEST
 from downsample_lab.train import train
 
 from .conftest import TINY, run_cli
@@ -104,6 +109,14 @@ def test_tensorboard_run_is_named_and_holds_the_tags(trained_run):
     assert hparams["model.downsample"] == "conv" and hparams["model.widths"] == "[4, 8]"
     assert hparams["trainer.precision"] != "auto"  # the precision that ran
     assert hparams["data.augment"] is True  # a boolean, not 1.0
+    # the checksum of the data it read, which the report tells copies apart by
+    data = OmegaConf.load(trained_run / ".hydra" / "config.yaml").data
+    expected = CIFAR10DataModule(typed(DataConfig, data, "data"), channels_last=False, seed=0).digest()
+    assert hparams[DATA_DIGEST] == expected
+    assert (
+        f"Data: {expected} (digest of its decoded images and labels)."
+        in (trained_run / "train.log").read_text()
+    )
 
 
 def _model(run: Path) -> torch.nn.Module:

@@ -130,7 +130,7 @@ def train_job(run: Prepared) -> tuple[dict[str, float], dict[str, Any]]:
         progress_bar=concurrent_jobs() == 1,
     )  # fmt: skip
     widths = effective_widths(typed.model) if typed.model.name == "cnn" else list(typed.model.widths)
-    log_hparams(logger, cfg, str(trainer.precision), widths, swept_overrides())
+    log_hparams(logger, cfg, str(trainer.precision), widths, swept_overrides(), data_digest=datamodule.digest)
 
     if resume is not None:
         log.info("Resuming from %s (step %d).", *resume)

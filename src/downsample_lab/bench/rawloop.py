@@ -123,15 +123,15 @@ class RawLoop:
         """Train ``steps`` more steps (without a final device sync); returns the number of images trained on."""
         if self.steps_done + steps > self.total_steps:
             raise ValueError(f"the schedule has {self.total_steps} steps; {self.steps_done} are done")
-        c = self.cfg
-        clip = c.trainer.gradient_clip_val
+        # Config values read once: an OmegaConf attribute read costs ~9 µs, which the loop would pay every step.
+        clip, channels_last = self.cfg.trainer.gradient_clip_val, self.cfg.model.channels_last
         images = 0
         with self._own_rng():
             for done in range(steps):
                 epoch, idx = next(self._batches)
                 x = self.images.index_select(0, idx).to(self.device, non_blocking=True)
                 y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
-                x = normalize(augment(x, self.data, epoch), c.model.channels_last)
+                x = normalize(augment(x, self.data, epoch), channels_last)
                 with self.precision_plugin.train_step_context():
                     loss, _ = training_loss(self.net(x), y, self.optim, len(y))
                 self.opt.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ the LightningDataModule that holds out the validation split and augments batches
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +160,13 @@ class CIFAR10DataModule(L.LightningDataModule):
                 str(c.source), c.root, split, c.cache_dir, synthetic_size=size, download=c.download
             )
         return self._splits[split]
+
+    def digest(self) -> str:
+        """The data a training run reads, as one checksum: SHA-256 of its full training and test splits' digests
+        (:func:`~downsample_lab.data.sources.tensor_digest`; the held-out and subset parts follow from the config),
+        first 12 hex digits. Loads both splits (through the cache), as the fit and the test will."""
+        parts = "\0".join(str(self._load(split).digest) for split in SPLITS)
+        return hashlib.sha256(parts.encode()).hexdigest()[:12]
 
     def prepare_data(self) -> None:
         """Download (torchvision source) and fill the cache once, on one process per node: ``splits`` only."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, Sessi
 
 from downsample_lab import compat
 from downsample_lab.config import TrainConfig, plain
-from downsample_lab.study import ARM_KEY, flatten
+from downsample_lab.study import ARM_KEY, DATA_DIGEST, flatten
+
+log = logging.getLogger(__name__)
 
 # The final metrics that TensorBoard's HParams tab shows beside each run's choices, in its column order: what
 # the study compares first (accuracy, then what it costs).
@@ -213,6 +216,7 @@ def log_hparams(
     widths: list[int],
     swept: Iterable[str] = (),
     metrics: Iterable[str] | None = None,
+    data_digest: Callable[[], str] | None = None,
 ) -> None:
     """Write the run's whole config to TensorBoard's HParams tab, paired with the final ``metrics``.
 
@@ -221,10 +225,15 @@ def log_hparams(
     ``log_hyperparams(params, metrics)`` would also log each metric as a scalar of value 0 at step 0, a false
     point on every accuracy curve, and type booleans as numbers; so this writes the summaries itself.
     ``precision`` is the one that ran (``trainer.precision=auto`` resolved), ``widths`` the stage widths the
-    network was built with, ``swept`` the keys and groups the sweep varies.
+    network was built with, ``swept`` the keys and groups the sweep varies. ``data_digest``, called here (on
+    the first process only), gives the data's checksum, recorded as :data:`~downsample_lab.study.DATA_DIGEST`.
     """
     config = plain(cfg)
     config["trainer"]["precision"] = precision  # what ran, not "auto"
+    if data_digest is not None:
+        section, key = DATA_DIGEST.split(".")
+        config[section][key] = digest = data_digest()
+        log.info("Data: %s (digest of its decoded images and labels).", digest)
     if cfg.model.name == "cnn":  # what was built: differs from model.widths with model.match_params=true
         config["model"]["effective_widths"] = list(widths)
     values, kinds = hparam_values(config, _schema_kinds(TrainConfig))

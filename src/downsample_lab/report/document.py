@@ -13,6 +13,7 @@ import pandas as pd
 
 from downsample_lab.console import counted
 from downsample_lab.report.read import (
+    ABSENT,
     CONSISTENCY,
     DASH,
     DEGENERATE,
@@ -37,6 +38,7 @@ from downsample_lab.report.stats import (
     lost_baseline,
     warmup_excluded,
 )
+from downsample_lab.study import DATA_DIGEST
 
 # What the results say when training runs were found but none completed (yet).
 NOTHING_TO_COMPARE = "No completed run yet: nothing to compare."
@@ -177,6 +179,12 @@ def _column_notes(rep: Report) -> list[str]:
         "- **params**, **FLOPs/image**: `model/params` and `model/flops_per_image` (forward pass, "
         "`torch.utils.flop_counter`), mean over the arm's runs.",
     ]
+    if DATA_DIGEST in rep.keys:
+        notes.append(
+            f"- **`{DATA_DIGEST}`**: a checksum of the decoded training and test images and labels a run read "
+            f"({ABSENT}: a run written before runs recorded it). Arms that differ in it read different images "
+            "(e.g. the JPEG and the PNG copy of CIFAR-10): none is tested against a baseline that read other ones."
+        )
     notes += [f"- {line}" for line in baseline_caveats(rep.arms)]
     if "TTA test acc %" in rep.table:
         notes.append(
@@ -230,8 +238,8 @@ def baseline_caveats(arms: Sequence[Arm]) -> list[str]:
             keys = ", ".join(f"`{k}`" for k in arm.other_images)
             which = "max-pool arm" if any(is_baseline(a.values) for a in arms) else "arm before it"
             lines.append(
-                f"`{arm.label}` has no baseline: no counted {which} was tested on images from the same source "
-                f"({keys}), so it has no Δ or p."
+                f"`{arm.label}` has no baseline: no counted {which} was tested on the same images (they differ "
+                f"in {keys}), so it has no Δ or p."
             )
     return lines
 

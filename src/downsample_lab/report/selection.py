@@ -35,6 +35,7 @@ import pandas as pd
 from downsample_lab.errors import UserError, exit_with_error
 from downsample_lab.report import read, render, stats
 from downsample_lab.run.exit import freeze_at_exit
+from downsample_lab.study import DATA_DIGEST
 
 ARM_KEY = stats.BASELINE_KEY  # model.downsample
 FINAL_COMMAND = "python -m downsample_lab.train -m experiment=ablation_fast"
@@ -78,7 +79,14 @@ def select(tune_runs: Sequence[read.Run], weights: str = "final") -> tuple[list[
     keys = stats.arm_keys(tune_runs)
     if ARM_KEY not in keys:
         raise UserError(f"the tuning runs do not differ in {ARM_KEY}; pass a sweep over the strategies")
-    setting_keys = [k for k in keys if k != ARM_KEY]
+    if DATA_DIGEST in keys:
+        digests = sorted({read.value_text(stats.arm_value(r.hparams, DATA_DIGEST)) for r in tune_runs})
+        raise UserError(
+            f"the tuning runs read different data ({DATA_DIGEST} {', '.join(digests)}); pass a directory whose "
+            "runs all read one copy of CIFAR-10"
+        )
+    # (what follows from the downsampling, e.g. model.effective_widths, is not a setting: no command sets it)
+    setting_keys = [k for k in keys if k != ARM_KEY and k not in stats.FOLLOWS_DOWNSAMPLE]
     cells: dict[Any, dict[tuple, list[read.Run]]] = {}
     for run in tune_runs:
         arm = run.hparams.get(ARM_KEY)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from downsample_lab.report.read import ABSENT, DASH, DEGENERATE, Run, canonical, runs_frame, value_text
-from downsample_lab.study import ARM_KEY, BASELINE, BOOKKEEPING_KEYS
+from downsample_lab.study import ARM_KEY, BASELINE, BOOKKEEPING_KEYS, DATA_DIGEST
 
 HOLM = "holm"  # the multiple-comparison correction: Holm–Bonferroni (statsmodels' multipletests)
 
@@ -114,9 +114,10 @@ def arm_order(values: Mapping[str, Any], keys: Sequence[str]) -> tuple:
     return (not is_baseline(values), *parts)
 
 
-# Keys that choose the data source of the test images: an arm is never tested against a baseline from another.
-# (Two copies of one source differ only in ``data.root``, which is bookkeeping: :func:`data_roots` points them out.)
-TEST_SET_KEYS = ("data.source", "data.synthetic_test_size")
+# Keys that tell the test images apart: an arm is never tested against a baseline that read others. (Two copies
+# of one source differ in the data digest the runs record; runs older than it only in ``data.root``, which is
+# bookkeeping: :func:`data_roots` points them out.)
+TEST_SET_KEYS = ("data.source", "data.synthetic_test_size", DATA_DIGEST)
 
 
 # Arm keys that follow from the downsampling itself: what ``model.match_params=true`` built for each strategy.
@@ -142,8 +143,8 @@ def group_runs(runs: Sequence[Run]) -> list[Arm]:
     The baseline of an arm is the max-pool arm (``model.downsample=maxpool``) that agrees with it on every
     other arm key (in a downsample × kernel-size sweep, conv k=5 is tested against maxpool k=5); failing that,
     the max-pool arm that agrees on the most keys (the fair study's arms each keep their own tuned lr), first
-    in arm order on a tie; when the sweep has no max-pool run, the first arm. Only an arm tested on images from
-    the same source (:data:`TEST_SET_KEYS`) can be a baseline: an arm with none has no baseline (its
+    in arm order on a tie; when the sweep has no max-pool run, the first arm. Only an arm tested on the same
+    images (:data:`TEST_SET_KEYS`: source, size, data digest) can be a baseline: an arm with none has no baseline (its
     ``other_images`` names the keys), and :func:`baseline_differences` names what else an arm and its baseline
     differ in. When the sweep has max-pool runs but every one collapsed (degenerate), no arm has a baseline:
     :func:`lost_baseline` says so. The keys that tell arms apart come from the degenerate runs too, so an arm
@@ -186,14 +187,17 @@ def baseline_differences(arm: Arm) -> list[str]:
 
 
 def data_roots(arm: Arm) -> set[str]:
-    """The image folders (``data.root`` of ``data.source=folder``) an arm's runs read, ``~`` expanded. The key is
-    bookkeeping (a copy may move), so runs on two copies, say the JPEG and the PNG one, share an arm: the report
-    can only say so. (A relative root is as the run's command gave it. The torchvision source's files are the
-    same checksummed archive under any root.)"""
+    """The image folders (``data.root`` of ``data.source=folder``) that an arm's runs without a data digest
+    (:data:`~downsample_lab.study.DATA_DIGEST`: runs written before it existed) read, ``~`` expanded. The key is
+    bookkeeping (a copy may move), so such runs on two copies, say the JPEG and the PNG one, share an arm: the
+    report can only say so. Runs with a digest are split by it. (A relative root is as the run's command gave
+    it. The torchvision source's files are the same checksummed archive under any root.)"""
     return {
         os.path.expanduser(str(r.hparams["data.root"]))
         for r in arm.runs
-        if r.hparams.get("data.source") == "folder" and r.hparams.get("data.root") is not None
+        if r.hparams.get("data.source") == "folder"
+        and r.hparams.get("data.root") is not None
+        and DATA_DIGEST not in r.hparams
     }
 
 

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 PHASES = (
     "imports",  # job start to train's set-up: the run's checks (config, resume point), status.json, and
     # torch and Lightning imported (a process's first job: the bulk of it)
-    "start",  # then to fit(): seed, data module, model and FLOPs, callbacks, Trainer
-    "fit_setup",  # fit() to on_fit_start: data into memory, the model to its device, the whitening stem
+    "start",  # then to fit(): seed, model and FLOPs, callbacks, Trainer, the data into memory (its digest
+    # for the HParams; on the first process: the others load it in fit_setup)
+    "fit_setup",  # fit() to on_fit_start: the data module's set-up, the model to its device, the whitening stem
     "sanity_check",  # Lightning's validation batches before the first step
     "train_steps",  # the training epochs, without their validation and checkpoint writes
     "validation",  # the validation passes at epoch ends
