@@ -45,6 +45,9 @@ without a CUDA GPU. A sweep (`-m`) checks every job's config this way before its
 combination of the swept values (each seed once): a bad value anywhere stops it with the same line naming the
 job, and no directory is created. Defaults are in `configs/` (the `default` column: the tool's own config; the
 experiments under `configs/experiment/` set others). Hydra's own keys work as usual, e.g. `hydra.run.dir=...`.
+A training run's HParams (TensorBoard, the report) hold two entries that are recorded, not set, so no command
+takes them: `model.effective_widths` (the widths a `model=cnn` network was built with) and `data.digest` (a
+checksum of the images and labels it read: [studies.md](studies.md#reproduce-the-ablation)).
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import shutil
 
 import pytest
@@ -13,6 +14,7 @@ from downsample_lab.data import CIFAR10DataModule, load_split
 from downsample_lab.data import sources as sources_module
 from downsample_lab.data.augment import CIFAR10_MEAN, normalize, random_crop_flip
 from downsample_lab.data.cifar10 import TensorBatches, class_balanced_subset
+from downsample_lab.data.sources import tensor_digest
 from downsample_lab.errors import ConfigError, DataError
 
 from .conftest import data_config, make_image_folder
@@ -126,7 +128,7 @@ def test_the_data_digest_tells_copies_apart_by_their_pixels_not_their_folder(tin
     first = digest(root)
     assert len(first) == 12 and digest(root) == first  # the second from the cache
     blob = torch.load(next(cache.glob("folder-train-*.pt")), weights_only=True)
-    assert blob["digest"] == load_split("folder", root, "train", cache_dir=cache).digest  # kept in the cache
+    assert blob["digest"] == tensor_digest(blob["images"], blob["labels"])  # kept in the cache
     shutil.copytree(root, tmp_path / "moved")  # one copy at another path: the same data
     assert digest(tmp_path / "moved") == first
     make_image_folder(tmp_path / "jpg", {"train": 4, "test": 2}, fmt="jpg")  # the same images as JPEG
@@ -144,6 +146,14 @@ def test_a_cache_written_before_the_digest_gets_one(tiny_folder, tmp_path):
     del blob["digest"]
     torch.save(blob, cache_file)
     assert load_split("folder", root, "test", cache_dir=tmp_path / "cache").digest == fresh.digest
+    assert torch.load(cache_file, weights_only=True)["digest"] == fresh.digest  # written back, once
+
+
+def test_a_data_module_pickled_for_spawned_workers_leaves_its_loaded_splits_behind(tmp_path):
+    # digest() loads the splits before fit; trainer.strategy=ddp_spawn pickles the module into every worker
+    dm = CIFAR10DataModule(data_config(tmp_path), channels_last=False, seed=0)
+    dm.digest()
+    assert dm._splits and pickle.loads(pickle.dumps(dm))._splits == {}
 
 
 def test_corrupt_cache_is_rebuilt_with_a_warning(tiny_folder, tmp_path, caplog):

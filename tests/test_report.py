@@ -971,10 +971,45 @@ def test_runs_are_split_and_compared_by_the_data_they_read_not_its_folder(tmp_pa
     assert "pools runs on" not in text and "read data from" not in text  # the digest settles it
     assert f"**`{DATA_DIGEST}`**: a checksum of the decoded training and test images" in text
     assert f"they differ in `{DATA_DIGEST}`" in text
-    # a run written before runs recorded the digest is never pooled with one that has it
+    # a run that failed before its HParams were written has no digest, and no "(unset)" in its label
+    early = write_run(
+        runs / "early", make_cfg(on("/data/png"), 9, downsample="conv"), status="failed", tb_hparams=False
+    )
+    rep = report.build_report(runs, tmp_path / "out1")
+    assert rep.labels[early] == "model.downsample=conv"
+    # beside runs on two copies, a run written before runs recorded the digest is an arm of its own
     write_run(runs / "old", make_cfg(on("/data/png"), 5, downsample="maxpool"), test_acc=0.5)
     rep = report.build_report(runs, tmp_path / "out2")
-    assert f"model.downsample=maxpool, {DATA_DIGEST}=(unset)" in [a.label for a in rep.arms]
+    unset = next(a for a in rep.arms if a.values[DATA_DIGEST] == "(unset)")
+    assert unset.label == f"model.downsample=maxpool, {DATA_DIGEST}=(unset)"
+    assert all(a.baseline is not unset for a in rep.arms)
+
+
+def test_runs_older_than_the_digest_pool_with_the_one_copy_beside_them(tmp_path, base_cfg):
+    # a sweep continued across the upgrade: its first runs lack the digest, the later ones record one
+    def on(root: str) -> dict[str, Any]:
+        return {**base_cfg, "data": {**base_cfg["data"], "source": "folder", "root": root}}
+
+    runs = tmp_path / "runs"
+    for i, (digest, downsample, acc) in enumerate(
+        [
+            (None, "maxpool", 0.80),
+            ("png111111111", "maxpool", 0.81),
+            (None, "conv", 0.70),
+            ("png111111111", "conv", 0.71),
+        ]
+    ):
+        write_run(
+            runs / str(i),
+            make_cfg(on(f"/data/png{i % 2}"), i, downsample=downsample),
+            test_acc=acc,
+            digest=digest,
+        )
+    rep = report.build_report(runs, tmp_path / "out")
+    assert rep.keys == ["model.downsample"] and [len(a.runs) for a in rep.arms] == [2, 2]
+    assert rep.arms[1].baseline is rep.arms[0]
+    text = rep.path.read_text()
+    assert "pools runs on 2 data folders" in text  # the older runs cannot say which copy they read
 
 
 def test_bench_runs_timed_on_a_busy_machine_are_flagged(tmp_path, capsys):

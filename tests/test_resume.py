@@ -14,7 +14,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from downsample_lab.errors import ConfigError, UserError
+from downsample_lab.errors import ConfigError, DataError, UserError
 from downsample_lab.train import train
 
 from .conftest import REPO, TINY, as_foreground_job, compose_config
@@ -181,6 +181,21 @@ def test_resume_refuses_another_runs_config(killed_and_resumed, tmp_path):
         "train", [*overrides, "model.widths=[4,16]", f"ckpt_path={ckpt}"], run_dir=tmp_path / "r"
     )
     with pytest.raises(ConfigError, match=r"model.widths=\[4, 16\] here but \[4, 8\] in the run"):
+        train(cfg)
+
+
+def test_resume_refuses_other_data_than_the_run_started_on(killed_and_resumed, tmp_path):
+    # data.root may change on a resume (a copy that moved), the images may not: as if the run had read another copy
+    state = torch.load(killed_and_resumed["ckpt"], weights_only=True)
+    assert len(state["CIFAR10DataModule"]["digest"]) == 12  # the checkpoint records what the run read
+    state["CIFAR10DataModule"]["digest"] = "0123456789ab"
+    other = tmp_path / "other.ckpt"
+    torch.save(state, other)
+    overrides = [f"{k}={v}" for k, v in KILL_RUN.items()] + [f"data.cache_dir={killed_and_resumed['cache']}"]
+    cfg = compose_config("train", [*overrides, f"ckpt_path={other}"], run_dir=tmp_path / "r")
+    with pytest.raises(
+        DataError, match=r"cannot resume: the run trained on data of digest 0123456789ab, and "
+    ):
         train(cfg)
 
 

@@ -15,6 +15,7 @@ from scipy import stats
 from torch.utils.tensorboard import SummaryWriter
 
 from downsample_lab.report import read, selection
+from downsample_lab.study import DATA_DIGEST
 
 from .conftest import run_cli
 from .test_report import base_cfg, make_cfg, write_run  # noqa: F401  (base_cfg is a fixture)
@@ -148,3 +149,21 @@ def test_what_follows_from_the_downsampling_is_not_a_setting_of_the_final_comman
     _, table, commands = selection.build_selection(tmp_path / "tune", out=tmp_path / "a")
     assert list(table["chosen setting"]) == ["optim.lr=0.2"] * 2
     assert all("effective_widths" not in c for c in commands)
+
+
+def test_tuning_runs_older_than_the_digest_are_taken_with_the_one_copy_beside_them(tmp_path, base_cfg):  # noqa: F811
+    for arm in ("maxpool", "conv"):
+        _write(tmp_path / "tune", base_cfg, arm, 0.1, 100, 0.8, 0.5)  # written before the digest
+        _write(tmp_path / "tune", base_cfg, arm, 0.2, 101, 0.9, 0.5, digest="png111111111")
+    _, table, commands = selection.build_selection(tmp_path / "tune", out=tmp_path / "a")
+    assert list(table["chosen setting"]) == ["optim.lr=0.2"] * 2
+    assert all(DATA_DIGEST not in c for c in commands)
+
+
+def test_final_runs_on_two_copies_of_the_data_are_refused(sweeps, tmp_path, base_cfg):  # noqa: F811
+    tune, _ = sweeps
+    final = tmp_path / "final"
+    _write(final, base_cfg, "maxpool", 0.2, 0, 0.5, 0.9, val_size=0, digest="png111111111")
+    _write(final, base_cfg, "conv", 0.1, 0, 0.5, 0.9, val_size=0, digest="jpeg22222222")
+    with pytest.raises(selection.UserError, match=r"the final runs read different data"):
+        selection.build_selection(tune, final, tmp_path / "a")

@@ -205,8 +205,11 @@ def _read_cache(path: Path, key: dict) -> Split | None:
     if blob.get("key") != json.dumps(key, sort_keys=True):
         log.info("Cache file %s is stale (the source changed); decoding the source again.", path)
         return None
-    # (a cache written before the digest existed lacks it)
-    return Split(images, labels, blob.get("digest") or tensor_digest(images, labels))
+    split = Split(images, labels, blob.get("digest"))
+    if split.digest is None:  # written before the digest existed: computed once, and kept
+        split.digest = tensor_digest(images, labels)
+        _write_cache(path, key, split)
+    return split
 
 
 def _write_cache(path: Path, key: dict, split: Split) -> None:

@@ -20,7 +20,8 @@ counts them).
 One module for each step:
 
 - :mod:`~downsample_lab.report.read`: find run directories, load each into a :class:`Run`, the tidy run table;
-- :mod:`~downsample_lab.report.stats`: arms and baselines, mean/std/CI, Welch's t-test, the results table;
+- :mod:`~downsample_lab.report.arms`: which keys define an arm, the runs grouped into arms, their baselines;
+- :mod:`~downsample_lab.report.stats`: mean/std/CI, Welch's t-test, the results table;
 - :mod:`~downsample_lab.report.bench`: the bench runs' records, per setting and strategy;
 - :mod:`~downsample_lab.report.render`: numbers and tables as text (markdown, console, ``runs.csv``);
 - :mod:`~downsample_lab.report.plots`: the two plots;
@@ -30,6 +31,7 @@ One module for each step:
 The package reads files only; it imports neither torch nor Lightning, so it starts in about a second.
 """
 
+from downsample_lab.report.arms import BASELINE_KEY, BASELINE_VALUE, IGNORED_KEYS, Arm, arm_keys, group_runs
 from downsample_lab.report.build import REPORT_FILES, Report, build_report, main
 from downsample_lab.report.plots import plot_acc_vs_throughput, plot_val_curves
 from downsample_lab.report.read import (
@@ -43,18 +45,7 @@ from downsample_lab.report.read import (
     runs_frame,
     val_curve,
 )
-from downsample_lab.report.stats import (
-    BASELINE_KEY,
-    BASELINE_VALUE,
-    IGNORED_KEYS,
-    Arm,
-    arm_keys,
-    group_runs,
-    mean_std_ci,
-    summarize,
-    warmup_excluded,
-    welch_p,
-)
+from downsample_lab.report.stats import mean_std_ci, summarize, warmup_excluded, welch_p
 
 __all__ = [
     "BASELINE_KEY",

@@ -23,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from downsample_lab.console import counted
+from downsample_lab.report.arms import IGNORED_KEYS, arm_keys, arm_label
 from downsample_lab.report.read import DASH, Run
-from downsample_lab.report.stats import IGNORED_KEYS, arm_keys, arm_label, mean_std_ci, spread
+from downsample_lab.report.stats import mean_std_ci, spread
 from downsample_lab.study import BASELINE, flatten
 
 BENCH_FILE = "bench.json"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from downsample_lab.console import counted
 from downsample_lab.errors import UserError, exit_with_error
+from downsample_lab.report.arms import arm_keys, group_runs, run_labels
 from downsample_lab.report.bench import bench_frame, bench_summary, read_bench_runs
 from downsample_lab.report.document import (
     NOTHING_TO_COMPARE,
@@ -29,14 +30,7 @@ from downsample_lab.report.read import (
     load_run,
 )
 from downsample_lab.report.render import bench_table, display_table, plain_table, runs_table, shift_table
-from downsample_lab.report.stats import (
-    arm_keys,
-    group_runs,
-    run_labels,
-    shift_summary,
-    summarize,
-    warmup_excluded,
-)
+from downsample_lab.report.stats import shift_summary, summarize, warmup_excluded
 from downsample_lab.run.exit import freeze_at_exit
 
 REPORT_FILES = ("report.md", "results.csv", "runs.csv", "val_acc.png", "acc_vs_throughput.png")

@@ -12,6 +12,16 @@ from pathlib import Path
 import pandas as pd
 
 from downsample_lab.console import counted
+from downsample_lab.report.arms import (
+    BASELINE_KEY,
+    BASELINE_VALUE,
+    IGNORED_KEYS,
+    Arm,
+    baseline_differences,
+    data_roots,
+    is_baseline,
+    lost_baseline,
+)
 from downsample_lab.report.read import (
     ABSENT,
     CONSISTENCY,
@@ -24,20 +34,7 @@ from downsample_lab.report.read import (
     value_text,
 )
 from downsample_lab.report.render import markdown_table, relative
-from downsample_lab.report.stats import (
-    BASELINE_KEY,
-    BASELINE_VALUE,
-    HOLM,
-    IGNORED_KEYS,
-    MIN_CI_RUNS,
-    PAPER_KEY,
-    Arm,
-    baseline_differences,
-    data_roots,
-    is_baseline,
-    lost_baseline,
-    warmup_excluded,
-)
+from downsample_lab.report.stats import HOLM, MIN_CI_RUNS, PAPER_KEY, warmup_excluded
 from downsample_lab.study import DATA_DIGEST
 
 # What the results say when training runs were found but none completed (yet).
@@ -181,9 +178,10 @@ def _column_notes(rep: Report) -> list[str]:
     ]
     if DATA_DIGEST in rep.keys:
         notes.append(
-            f"- **`{DATA_DIGEST}`**: a checksum of the decoded training and test images and labels a run read "
-            f"({ABSENT}: a run written before runs recorded it). Arms that differ in it read different images "
-            "(e.g. the JPEG and the PNG copy of CIFAR-10): none is tested against a baseline that read other ones."
+            f"- **`{DATA_DIGEST}`**: a checksum of the decoded training and test images and labels a run read. "
+            "Arms that differ in it read different images (e.g. the JPEG and the PNG copy of CIFAR-10), and none "
+            f"is tested against a baseline that read others; {ABSENT}: runs written before runs recorded it, which "
+            "cannot be shown to have read the same images as any other arm."
         )
     notes += [f"- {line}" for line in baseline_caveats(rep.arms)]
     if "TTA test acc %" in rep.table:

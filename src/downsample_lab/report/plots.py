@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from downsample_lab.report.arms import Arm
 from downsample_lab.report.render import is_defined
-from downsample_lab.report.stats import Arm
 
 
 def _figure(n_labels: int) -> Any:

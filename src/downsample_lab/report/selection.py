@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from downsample_lab.errors import UserError, exit_with_error
-from downsample_lab.report import read, render, stats
+from downsample_lab.report import arms, read, render, stats
 from downsample_lab.run.exit import freeze_at_exit
 from downsample_lab.study import DATA_DIGEST
 
-ARM_KEY = stats.BASELINE_KEY  # model.downsample
+ARM_KEY = arms.BASELINE_KEY  # model.downsample
 FINAL_COMMAND = "python -m downsample_lab.train -m experiment=ablation_fast"
 FINAL_SEEDS = "0,1,2,3,4,5,6,7,8,9"
 WEIGHTS = {
@@ -76,17 +76,13 @@ def select(tune_runs: Sequence[read.Run], weights: str = "final") -> tuple[list[
     """The setting keys and, per arm, the setting with the best mean validation accuracy of ``weights``
     (:data:`WEIGHTS`: ``final`` or ``best``); arms in report order."""
     attribute = WEIGHTS[weights][0]
-    keys = stats.arm_keys(tune_runs)
+    keys = arms.arm_keys(tune_runs)
     if ARM_KEY not in keys:
         raise UserError(f"the tuning runs do not differ in {ARM_KEY}; pass a sweep over the strategies")
-    if DATA_DIGEST in keys:
-        digests = sorted({read.value_text(stats.arm_value(r.hparams, DATA_DIGEST)) for r in tune_runs})
-        raise UserError(
-            f"the tuning runs read different data ({DATA_DIGEST} {', '.join(digests)}); pass a directory whose "
-            "runs all read one copy of CIFAR-10"
-        )
-    # (what follows from the downsampling, e.g. model.effective_widths, is not a setting: no command sets it)
-    setting_keys = [k for k in keys if k != ARM_KEY and k not in stats.FOLLOWS_DOWNSAMPLE]
+    _check_one_copy("tuning", tune_runs)
+    # (what follows from the downsampling, e.g. model.effective_widths, and the data digest are no settings: no
+    # command sets them)
+    setting_keys = [k for k in keys if k not in {ARM_KEY, DATA_DIGEST, *arms.FOLLOWS_DOWNSAMPLE}]
     cells: dict[Any, dict[tuple, list[read.Run]]] = {}
     for run in tune_runs:
         arm = run.hparams.get(ARM_KEY)
@@ -118,7 +114,7 @@ def select(tune_runs: Sequence[read.Run], weights: str = "final") -> tuple[list[
                 tune_seeds={r.seed for s in scored for r in s[4]},
             )
         )
-    choices.sort(key=lambda c: stats.arm_order({ARM_KEY: c.arm}, [ARM_KEY]))
+    choices.sort(key=lambda c: arms.arm_order({ARM_KEY: c.arm}, [ARM_KEY]))
     return setting_keys, choices
 
 
@@ -149,13 +145,11 @@ def final_results(choices: Sequence[Choice], final_runs: Sequence[read.Run]) -> 
                 r
             )  # a collapsed model says nothing about its arm (report.md lists it)
         ]
-    baseline = by_arm.get(stats.BASELINE_VALUE, [])
+    baseline = by_arm.get(arms.BASELINE_VALUE, [])
 
     def versus_maxpool(arm: str, values: list[float], attribute: str, name: str) -> dict[str, float]:
         base = [getattr(r, attribute) for r in baseline if getattr(r, attribute) is not None]
-        diff, low, high, p = (
-            stats.effect(values, base) if arm != stats.BASELINE_VALUE else (float("nan"),) * 4
-        )
+        diff, low, high, p = stats.effect(values, base) if arm != arms.BASELINE_VALUE else (float("nan"),) * 4
         note = (
             stats.unsupported_ci(min(len(values), len(base)), low, high, (-1.0, 1.0))
             if values and base
@@ -254,6 +248,16 @@ def _check_weights(weights: str, final_runs: Sequence[read.Run]) -> None:
         )
 
 
+def _check_one_copy(which: str, runs: Sequence[read.Run]) -> None:
+    """Refuse runs that recorded two or more data digests (two copies of CIFAR-10, e.g. the JPEG and the PNG)."""
+    digests = {str(r.hparams[DATA_DIGEST]) for r in runs if DATA_DIGEST in r.hparams}
+    if len(digests) > 1:
+        raise UserError(
+            f"the {which} runs read different data ({DATA_DIGEST} {', '.join(sorted(digests))}); pass a "
+            "directory whose runs all read one copy of CIFAR-10"
+        )
+
+
 def build_selection(
     tune_dir: Path,
     final_dir: Path | None = None,
@@ -272,6 +276,7 @@ def build_selection(
     final = None
     if final_dir is not None:
         final_runs = _completed(final_dir)
+        _check_one_copy("final", final_runs)
         _check_weights(weights, final_runs)
         final = final_results(choices, final_runs)
     target = sweep_dir if sweep_dir is not None else final_dir
