@@ -115,6 +115,7 @@ def test_allcnn_trains_a_step():
     assert all(p.grad is not None for p in net.parameters())
 
 
+@pytest.mark.slow
 def test_reproduce_script_runs_the_sweep_and_writes_the_report(tmp_path):
     sweep_dir = tmp_path / "sweep"
     env = {**os.environ, "PYTHON": sys.executable, "SWEEP_DIR": str(sweep_dir)}

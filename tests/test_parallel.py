@@ -46,12 +46,13 @@ def _wait_for(condition, timeout: float = 240) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_a_parallel_sweep_stopped_with_ctrl_c_resumes_without_losing_or_repeating_a_job(tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # its own process group, as a terminal's foreground job: Ctrl-C reaches the sweep and its workers
     process = subprocess.Popen(
-        _sweep(sweep, cache, 3, "0,1,2,3,4"), cwd=REPO, env=env, text=True, start_new_session=True,
+        _sweep(sweep, cache, 3, "0,1,2,3"), cwd=REPO, env=env, text=True, start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_foreground_job,
     )  # fmt: skip
     jobs = lambda: sorted(p for p in sweep.glob("[0-9]_*") if p.is_dir())  # noqa: E731
@@ -84,9 +85,9 @@ def test_a_parallel_sweep_stopped_with_ctrl_c_resumes_without_losing_or_repeatin
         cwd=REPO, env=env, text=True, capture_output=True, timeout=600,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Sweep {sweep}: all 5 jobs completed." in resumed.stdout
+    assert f"Sweep {sweep}: all 4 jobs completed." in resumed.stdout
     after = {j.name: _status(j) for j in jobs()}
-    assert len(after) == 5 and all(s["status"] == "completed" for s in after.values())
+    assert len(after) == 4 and all(s["status"] == "completed" for s in after.values())
     for name in done:  # kept, not run again
         assert after[name] == before[name]
     logs = {name: (sweep / name / "train.log").read_text() for name in after}
@@ -97,6 +98,7 @@ def test_a_parallel_sweep_stopped_with_ctrl_c_resumes_without_losing_or_repeatin
         assert max(counts) == 1 and counts[-1] == 1, logs[name]
 
 
+@pytest.mark.slow
 def test_a_parallel_sweep_records_where_each_jobs_time_went_and_matches_one_at_a_time(tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     result = subprocess.run(

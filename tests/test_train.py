@@ -145,8 +145,13 @@ def test_eval_reproduces_the_test_accuracy_of_the_best_checkpoint(trained_run, t
 
 
 def test_eval_refuses_a_missing_or_corrupt_checkpoint(tmp_path):
-    result = run_cli("eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e1'}")
+    # a mistyped path answers before torch and Lightning are imported (-X importtime lists every import)
+    missing = [sys.executable, "-X", "importtime", "-m", "downsample_lab.eval", f"ckpt_path={tmp_path / 'nope.ckpt'}",
+               f"hydra.run.dir={tmp_path / 'e1'}"]  # fmt: skip
+    result = subprocess.run(missing, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "is not a file" in result.stderr and "Traceback" not in result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "lightning" not in imported
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"\x80\x04garbage")
     result = run_cli("eval", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'e2'}")

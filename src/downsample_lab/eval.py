@@ -34,16 +34,22 @@ log = logging.getLogger(__name__)
 resolvers.register()
 
 
+def checkpoint_file(ckpt_path: str | Path) -> Path:
+    """``ckpt_path`` as a path to an existing file; raises UserError naming it otherwise."""
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise UserError(f"ckpt_path={ckpt_path} is not a file; pass a .ckpt from a run's checkpoints/ folder")
+    return path
+
+
 def load_checkpoint(ckpt_path: str | Path) -> tuple[Classifier, dict[str, Any] | None]:
     """The :class:`Classifier` of a training checkpoint and the run config it records (None: an older version),
     read in one ``torch.load``; raises UserError naming the file."""
+    path = checkpoint_file(ckpt_path)
     import torch
 
     from downsample_lab.engine.classifier import Classifier, upgrade_state_dict
 
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise UserError(f"ckpt_path={ckpt_path} is not a file; pass a .ckpt from a run's checkpoints/ folder")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = Classifier(**ckpt["hyper_parameters"])
@@ -86,6 +92,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint on the test split; returns ``test/acc`` and ``test/loss``."""
     cfg = validate(cfg, EvalConfig)
     check_accelerator(cfg.trainer)
+    checkpoint_file(cfg.ckpt_path)  # a mistyped path answers before the imports below (~5 s)
     import lightning as L  # once the config is valid: --help and a typo answer without it
 
     from downsample_lab.data import CIFAR10DataModule
