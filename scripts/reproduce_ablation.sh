@@ -111,7 +111,9 @@ step report_selection "$python" -m downsample_lab.report.selection "$study/tune"
 step report "$python" -m downsample_lab.report "$study/final" --out "$study" || status=1
 "$python" - "$study" "$mode" "$*" <<'PY'
 # study.json: what ran, where and how long (every attempt of each step: a resumed study adds attempts)
-import json, platform, subprocess, sys
+import json, platform, re, subprocess, sys
+from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 
 study, mode, extra = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -125,14 +127,16 @@ def run(*cmd):
     except Exception:
         return None
 cpu = next((l.split(":", 1)[1].strip() for l in (run("lscpu") or "").splitlines() if l.startswith("Model name")), None)
-import torch, lightning, hydra
+# Versions read from the installed files and the GPU from nvidia-smi: importing torch would take ~5 s. (torch's
+# package metadata leaves out its build, e.g. +cu130; torch/version.py has it.)
+torch_version = re.search(r"__version__ = .([^'\"]+)", (Path(find_spec("torch").origin).parent / "version.py").read_text())
+gpu = (run("nvidia-smi", "--query-gpu=name", "--format=csv,noheader") or "").splitlines()
 record = {
     "command": f"scripts/reproduce_ablation.sh {mode} {extra}".strip(),
     "commit": run("git", "rev-parse", "HEAD"),
-    "machine": {"cpu": cpu, "cores": run("nproc"), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                "platform": platform.platform()},
-    "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
-                 "hydra": hydra.__version__},
+    "machine": {"cpu": cpu, "cores": run("nproc"), "gpu": gpu[0] if gpu else None, "platform": platform.platform()},
+    "versions": {"python": platform.python_version(), "torch": torch_version[1] if torch_version else version("torch"),
+                 "lightning": version("lightning"), "hydra": version("hydra-core")},
     "steps": steps,
     "wall_seconds": sum(a["seconds"] for attempts in steps.values() for a in attempts),
 }
