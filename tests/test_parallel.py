@@ -75,7 +75,9 @@ def test_a_parallel_sweep_stopped_with_ctrl_c_resumes_without_losing_or_repeatin
     done = {name for name, s in before.items() if s.get("status") == "completed"}
     stopped = {name for name, s in before.items() if s.get("status") != "completed"}
     assert len(done) >= 2 and stopped, before
-    assert all(before[n]["status"] == "interrupted" for n in stopped), before
+    # a job the Ctrl-C caught as it started may not have written its first status yet
+    assert all(before[n].get("status") in ("interrupted", None) for n in stopped), before
+    assert any(before[n].get("status") == "interrupted" for n in stopped), before
     # one console line per finished job, and no job's own log lines or bars in the console
     assert sum(line.startswith("Job ") and "completed" in line for line in out.splitlines()) == len(done)
     assert "Epoch 1/3" not in out + err and "Seed set to" not in out + err
