@@ -18,7 +18,7 @@ DATA_DIGEST = "data.digest"
 """Not a config key: the checksum of the images and labels a training run read
 (:meth:`~downsample_lab.data.cifar10.CIFAR10DataModule.digest`), which ``train`` records in the run's HParams
 beside its config. ``data.root`` only says where a copy lay; this tells two copies apart (the JPEG and the PNG
-one), so the report never pools or compares runs that read different images."""
+one), so the report neither pools nor compares runs that recorded different ones."""
 
 # Keys that say where files are, how a run shows its progress or how it was resumed, never what it trains. A
 # resumed run may set them differently from the run it continues, and the report does not split arms by them.

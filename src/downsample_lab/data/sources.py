@@ -52,9 +52,8 @@ class Split:
 
     images: torch.Tensor  # (N, 3, 32, 32) uint8
     labels: torch.Tensor  # (N,) int64
-    digest: str | None = (
-        None  # tensor_digest of a whole split as load_split returns it; None for a part of one
-    )
+    # tensor_digest of a whole split as load_split returns it; None for a part of one
+    digest: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
