@@ -971,6 +971,9 @@ def test_runs_are_split_and_compared_by_the_data_they_read_not_its_folder(tmp_pa
     assert "pools runs on" not in text and "read data from" not in text  # the digest settles it
     assert f"**`{DATA_DIGEST}`**: a checksum of the decoded training and test images" in text
     assert f"they differ in `{DATA_DIGEST}`" in text
+    assert (
+        "`jpeg22222222` `/data/jpeg` (4 runs); `other3333333` `/data/other` (2 runs)" in text
+    )  # which is where
     # a run that failed before its HParams were written has no digest, and no "(unset)" in its label
     early = write_run(
         runs / "early", make_cfg(on("/data/png"), 9, downsample="conv"), status="failed", tb_hparams=False

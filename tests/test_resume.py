@@ -187,16 +187,17 @@ def test_resume_refuses_another_runs_config(killed_and_resumed, tmp_path):
 def test_resume_refuses_other_data_than_the_run_started_on(killed_and_resumed, tmp_path):
     # data.root may change on a resume (a copy that moved), the images may not: as if the run had read another copy
     state = torch.load(killed_and_resumed["ckpt"], weights_only=True)
-    assert len(state["CIFAR10DataModule"]["digest"]) == 12  # the checkpoint records what the run read
-    state["CIFAR10DataModule"]["digest"] = "0123456789ab"
+    assert len(state["data_digest"]) == 12  # the checkpoint records what the run read
+    state["data_digest"] = "0123456789ab"
     other = tmp_path / "other.ckpt"
     torch.save(state, other)
     overrides = [f"{k}={v}" for k, v in KILL_RUN.items()] + [f"data.cache_dir={killed_and_resumed['cache']}"]
     cfg = compose_config("train", [*overrides, f"ckpt_path={other}"], run_dir=tmp_path / "r")
-    with pytest.raises(
-        DataError, match=r"cannot resume: the run trained on data of digest 0123456789ab, and "
-    ):
+    with pytest.raises(DataError, match=r"the run trained on data of digest 0123456789ab, and data.root="):
         train(cfg)
+    assert not (
+        tmp_path / "r" / "tb"
+    ).exists()  # refused before anything was written (the HParams: its digest)
 
 
 def test_resume_without_a_checkpoint_names_what_to_pass(tmp_path, tiny_overrides):

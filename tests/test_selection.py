@@ -136,7 +136,8 @@ def test_tuning_runs_on_two_copies_of_the_data_are_refused(tmp_path, base_cfg): 
         for lr in (0.1, 0.2):
             _write(tmp_path / "tune", base_cfg, arm, lr, 100, 0.8, 0.5, digest=digest)
     with pytest.raises(
-        selection.UserError, match=r"read different data \(data.digest jpeg22222222, png111111111\)"
+        selection.UserError,
+        match=r"read different data \(data.digest jpeg22222222: 2 run\(s\), e.g. .*; png111111111: 2 run\(s\), e.g. ",
     ):
         selection.build_selection(tmp_path / "tune", out=tmp_path / "a")
 

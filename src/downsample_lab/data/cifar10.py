@@ -4,7 +4,6 @@ the LightningDataModule that holds out the validation split and augments batches
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -12,8 +11,8 @@ import lightning as L
 import torch
 
 from downsample_lab.data.augment import augment, normalize
-from downsample_lab.data.sources import SPLITS, Split, load_split
-from downsample_lab.errors import ConfigError, DataError
+from downsample_lab.data.sources import SPLITS, Split, data_digest, split_of
+from downsample_lab.errors import ConfigError
 
 if TYPE_CHECKING:
     from downsample_lab.data.config import DataConfig
@@ -155,11 +154,7 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def _load(self, split: str) -> Split:
         if split not in self._splits:  # prepare_data and setup run in the same process on rank 0
-            c = self.data_cfg
-            size = c.synthetic_train_size if split == "train" else c.synthetic_test_size
-            self._splits[split] = load_split(
-                str(c.source), c.root, split, c.cache_dir, synthetic_size=size, download=c.download
-            )
+            self._splits[split] = split_of(self.data_cfg, split)
         return self._splits[split]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -168,29 +163,11 @@ class CIFAR10DataModule(L.LightningDataModule):
         return {**self.__dict__, "_splits": {}}
 
     def digest(self) -> str:
-        """The data a training run reads, as one checksum: SHA-256 of its full training and test splits' digests
-        (:func:`~downsample_lab.data.sources.tensor_digest`; the held-out and subset parts follow from the config),
-        first 12 hex digits. Loads both splits (through the cache), as the fit and the test will."""
+        """The data a training run reads, as one checksum (:func:`~downsample_lab.data.sources.data_digest`).
+        Loads both splits (through the cache), as the fit and the test will."""
         if self._digest is None:
-            parts = "\0".join(str(self._load(split).digest) for split in SPLITS)
-            self._digest = hashlib.sha256(parts.encode()).hexdigest()[:12]
+            self._digest = data_digest([self._load(split) for split in SPLITS])
         return self._digest
-
-    def state_dict(self) -> dict[str, Any]:
-        """Kept in checkpoints: the data digest, once :meth:`digest` computed it (``train`` does, before fit)."""
-        return {"digest": self._digest} if self._digest is not None else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """A resumed fit must read the data the run started on: ``data.root`` may point elsewhere (it is
-        bookkeeping, for a copy that moved), but not at other images."""
-        saved = state_dict.get("digest")
-        if saved is None or self.trainer is None or self.trainer.state.fn != "fit":
-            return  # (an older checkpoint, or the test of the best checkpoint)
-        if self.digest() != saved:
-            raise DataError(
-                f"cannot resume: the run trained on data of digest {saved}, and data.root={self.data_cfg.root} "
-                f"holds data of digest {self.digest()}; point data.root at the copy the run started on"
-            )
 
     def prepare_data(self) -> None:
         """Download (torchvision source) and fill the cache once, on one process per node: ``splits`` only."""

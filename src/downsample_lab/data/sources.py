@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from downsample_lab.data.config import (
     CIFAR10_CLASSES,
     TORCHVISION_FOLDER,
+    DataConfig,
     folder_split_problem,
     missing_torchvision_files,
 )
@@ -67,6 +68,20 @@ def tensor_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
     for t in (images, labels):
         h.update(memoryview(t.contiguous().numpy()).cast("B"))
     return h.hexdigest()
+
+
+def split_of(data: DataConfig, split: str) -> Split:
+    """One split as the ``data`` config group names it (:func:`load_split`, through the cache)."""
+    size = data.synthetic_train_size if split == "train" else data.synthetic_test_size
+    return load_split(
+        str(data.source), data.root, split, data.cache_dir, synthetic_size=size, download=data.download
+    )
+
+
+def data_digest(splits: list[Split]) -> str:
+    """The data a run reads as one checksum: SHA-256 of its whole splits' digests (training, then test; the
+    held-out and subset parts follow from the config), first 12 hex digits."""
+    return hashlib.sha256("\0".join(str(s.digest) for s in splits).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ class MidEpochCheckpoint(ModelCheckpoint):
 
 
 class RunState(L.Callback):
-    """Saves in every checkpoint the global RNG states and the run's config; restores the RNG states on resume.
+    """Saves in every checkpoint the global RNG states, the run's config and its data digest; restores the RNG
+    states on resume.
 
     Lightning restores weights, optimiser, schedule, loop counters and (through ``TensorBatches.state_dict``)
     the position in the epoch, but not the global RNG that the batch augmentation draws from; without it a
@@ -148,6 +149,11 @@ class RunState(L.Callback):
     ) -> None:
         checkpoint["rng_states"] = rng_states(pl_module.device)
         checkpoint["run_config"] = self.config
+        digest = getattr(
+            trainer.datamodule, "digest", None
+        )  # the data it trains on (a resume must read the same)
+        if digest is not None:
+            checkpoint["data_digest"] = digest()
 
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

@@ -180,8 +180,8 @@ def _column_notes(rep: Report) -> list[str]:
         notes.append(
             f"- **`{DATA_DIGEST}`**: a checksum of the decoded training and test images and labels a run read. "
             "Arms that differ in it read different images (e.g. the JPEG and the PNG copy of CIFAR-10), and none "
-            f"is tested against a baseline that read others; {ABSENT}: runs written before runs recorded it, which "
-            "cannot be shown to have read the same images as any other arm."
+            f"is tested against a baseline that read others; {ABSENT}: runs written before the digest was "
+            f"recorded, which cannot be shown to have read the same images as any other arm. Where: {_digest_roots(rep)}."
         )
     notes += [f"- {line}" for line in baseline_caveats(rep.arms)]
     if "TTA test acc %" in rep.table:
@@ -202,6 +202,20 @@ def _column_notes(rep: Report) -> list[str]:
             f"keyed by `{PAPER_KEY}`; **test error %** is ours, 100 − test acc."
         )
     return notes
+
+
+def _digest_roots(rep: Report) -> str:
+    """Each data digest of the counted runs with the folders (``data.root``) or source its runs read."""
+    where: dict[str, dict[str, int]] = {}
+    for hp in (r.hparams for arm in rep.arms for r in arm.runs):
+        counts = where.setdefault(value_text(hp.get(DATA_DIGEST, ABSENT)), {})
+        place = str(hp.get("data.root") if hp.get("data.source") == "folder" else hp.get("data.source"))
+        counts[place] = counts.get(place, 0) + 1
+
+    def listed(places: dict[str, int]) -> str:
+        return ", ".join(f"`{p}` ({counted(n, 'run')})" for p, n in sorted(places.items()))
+
+    return "; ".join(f"`{digest}` {listed(places)}" for digest, places in sorted(where.items()))
 
 
 def baseline_caveats(arms: Sequence[Arm]) -> list[str]:

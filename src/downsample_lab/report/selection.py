@@ -250,11 +250,14 @@ def _check_weights(weights: str, final_runs: Sequence[read.Run]) -> None:
 
 def _check_one_copy(which: str, runs: Sequence[read.Run]) -> None:
     """Refuse runs that recorded two or more data digests (two copies of CIFAR-10, e.g. the JPEG and the PNG)."""
-    digests = {str(r.hparams[DATA_DIGEST]) for r in runs if DATA_DIGEST in r.hparams}
+    digests: dict[str, list[read.Run]] = {}
+    for run in (r for r in runs if DATA_DIGEST in r.hparams):
+        digests.setdefault(str(run.hparams[DATA_DIGEST]), []).append(run)
     if len(digests) > 1:
+        each = "; ".join(f"{d}: {len(rs)} run(s), e.g. {rs[0].path}" for d, rs in sorted(digests.items()))
         raise UserError(
-            f"the {which} runs read different data ({DATA_DIGEST} {', '.join(sorted(digests))}); pass a "
-            "directory whose runs all read one copy of CIFAR-10"
+            f"the {which} runs read different data ({DATA_DIGEST} {each}); pass a directory whose runs all read "
+            "one copy of CIFAR-10"
         )
 
 
