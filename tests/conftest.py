@@ -159,3 +159,13 @@ def cifar10_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with tarfile.open(CIFAR_ARCHIVE) as tar:
         tar.extractall(target, filter="data")
     return target / "cifar10-jpeg"
+
+
+# How many tests are marked slow, and the files collected (before -m or -k deselect any): the docs give the count.
+SLOW_TESTS = pytest.StashKey[tuple[int, set[str]]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = sum(item.get_closest_marker("slow") is not None for item in items)
+    config.stash[SLOW_TESTS] = (slow, {item.path.name for item in items})

@@ -13,7 +13,7 @@ from downsample_lab.config import BenchConfig, EvalConfig, ShapesConfig, TrainCo
 from downsample_lab.config.keys import schema_keys
 from downsample_lab.run.help import render_help
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, SLOW_TESTS, run_cli
 
 TOOLS = {"train": TrainConfig, "eval": EvalConfig, "shapes": ShapesConfig, "bench": BenchConfig}
 
@@ -71,6 +71,14 @@ def test_report_and_selection_help_describe_their_options():
     ):
         result = run_cli(tool, "--help", timeout=60)
         assert result.returncode == 0 and all(o in result.stdout for o in options), result.stdout
+
+
+def test_the_docs_count_the_slow_tests(request):
+    n, files = request.config.stash[SLOW_TESTS]
+    if files != {p.name for p in (REPO / "tests").glob("test_*.py")}:
+        pytest.skip("only part of the suite was collected")
+    assert f"leaves out the {n} longest tests" in (REPO / "README.md").read_text()
+    assert f"The {n} tests marked `slow`" in (REPO / "docs" / "developing.md").read_text()
 
 
 def test_the_readme_is_short_and_its_links_resolve():

@@ -149,9 +149,8 @@ class RunState(L.Callback):
     ) -> None:
         checkpoint["rng_states"] = rng_states(pl_module.device)
         checkpoint["run_config"] = self.config
-        digest = getattr(
-            trainer.datamodule, "digest", None
-        )  # the data it trains on (a resume must read the same)
+        # the data it trains on, which a resume must read too (run.resume); computed once per process
+        digest = getattr(trainer.datamodule, "digest", None)
         if digest is not None:
             checkpoint["data_digest"] = digest()
 
